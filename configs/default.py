@@ -1,0 +1,56 @@
+"""The seed network of the TensorFlow course on Fashion-MNIST: 5 epochs, batch 32, Adam 1e-3.
+
+Conv 64@3x3 relu -> max pool 2x2 -> Conv 64@3x3 relu -> max pool 2x2 -> Dense 128 relu -> Dense 10
+(VALID padding, 243,786 parameters).
+
+    python -m convnet.main --config=configs/default.py --workdir=runs/default
+
+Measured (2-core CPU, see README "Results"): RESULT_PLACEHOLDER
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from convnet import input_pipeline
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # drives initialisation and shuffling
+
+  # Data.
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.source = "idx"  # 'idx' or 'tfds'
+  config.dataset.dir = input_pipeline.DEFAULT_IDX_DIR  # IDX files; if this default is absent, TFDS
+  config.dataset.name = "fashion_mnist"  # TFDS name (and the class names for fashion_mnist)
+  config.dataset.tfds_data_dir = config_dict.placeholder(str)
+  config.dataset.num_train_examples = config_dict.placeholder(int)  # None: all
+  config.dataset.num_test_examples = config_dict.placeholder(int)
+
+  # Model: ConvNet(**config.model). kernel_size and pool_size take an int or one int per conv layer
+  # (typed `object` so that the command line accepts either: --config.model.kernel_size='(3,5)').
+  config.model = ml_collections.ConfigDict()
+  config.model.features = (64, 64)  # one conv layer per entry
+  config.model.kernel_size = config_dict.FieldReference(3, field_type=object)
+  config.model.padding = "VALID"
+  config.model.pool_size = config_dict.FieldReference(2, field_type=object)  # after each conv; 1 = no pooling
+  config.model.dense_features = (128,)
+  config.model.ops = "fast"  # 'fast' (convnet.ops) or 'flax' (nn.Conv / nn.max_pool, the reference)
+
+  # Optimizer.
+  config.optimizer = "adam"  # 'adam' or 'sgd'
+  config.learning_rate = 1e-3
+  config.momentum = 0.9  # sgd only
+
+  # Training.
+  config.num_epochs = 5
+  config.batch_size = 32
+  config.eval_batch_size = 500  # the whole test set is scored; a last partial batch is padded and masked
+  config.stop_at = config_dict.placeholder(float)  # e.g. 0.95: stop once train accuracy reaches it
+  config.steps_per_call = 125  # train steps per compiled call (progress granularity); 0 = whole epoch
+
+  # Logging.
+  config.checkpoint = True  # orbax checkpoint after each epoch; resume on re-run
+  config.tensorboard = True
+  config.progress = True  # progress bar on a terminal
+  return config

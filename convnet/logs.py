@@ -1,0 +1,160 @@
+"""What a run writes to its workdir, through one writer: :class:`RunLog`.
+
+* ``config.json``: the full config (everything that changes a result);
+* ``metrics.jsonl``: one JSON line per epoch, appended and fsynced;
+* ``summary.json``: the final metrics and the facts of the run, replaced atomically;
+* ``tensorboard/``: event files for TensorBoard (written with tensorboardX, no TensorFlow);
+* a progress bar per epoch on a terminal (quiet otherwise).
+
+The JSON-lines helpers survive a ``kill -9`` at any moment: a line is written with one ``write``
+and fsynced, a torn last line (no newline) is ignored when reading and cut off before the next
+append, and whole files are replaced with write-to-temp, fsync, rename.
+"""
+
+from collections.abc import Iterable, Mapping
+import json
+import math
+import os
+from pathlib import Path
+import tempfile
+from typing import Any
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _clean(value: Any) -> Any:
+  """JSON-safe copy: tuples to lists, NaN/inf to None, numpy/jax scalars to Python numbers."""
+  if isinstance(value, Mapping):
+    return {str(k): _clean(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_clean(v) for v in value]
+  if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  """Replaces ``path`` with ``text`` so that readers see the old or the new file, never a mix."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+  atomic_write_text(path, json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+  """The JSON object in ``path``, or None if the file does not exist."""
+  try:
+    return json.loads(Path(path).read_text())
+  except FileNotFoundError:
+    return None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """All complete lines of a JSON-lines file; a torn last line (no newline) is ignored."""
+  try:
+    text = Path(path).read_text()
+  except FileNotFoundError:
+    return []
+  lines = text.split("\n")
+  return [json.loads(line) for line in lines[:-1] if line.strip()]
+
+
+def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
+  """Appends one line with a single write and fsync, first cutting off a torn last line."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  line = (json.dumps(_clean(record), sort_keys=True) + "\n").encode()
+  with open(path, "ab+") as f:
+    size = f.seek(0, os.SEEK_END)
+    if size:
+      f.seek(size - 1)
+      if f.read(1) != b"\n":  # a torn line from a killed writer: cut it off
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
+    f.seek(0, os.SEEK_END)
+    f.write(line)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def rewrite_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
+  """Atomically replaces a JSON-lines file with ``records``."""
+  atomic_write_text(path, "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records))
+
+
+class RunLog:
+  """The writer for one run's workdir; see the module docstring for the files."""
+
+  def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True, progress: bool = True):
+    self.workdir = Path(workdir)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self._tensorboard = tensorboard
+    self._progress = progress
+    self._writer = None
+
+  @property
+  def metrics_path(self) -> Path:
+    return self.workdir / METRICS_FILE
+
+  def write_config(self, config: Mapping[str, Any]) -> None:
+    write_json(self.workdir / CONFIG_FILE, config)
+
+  def read_config(self) -> dict[str, Any] | None:
+    return read_json(self.workdir / CONFIG_FILE)
+
+  def read_metrics(self) -> list[dict[str, Any]]:
+    return read_jsonl(self.metrics_path)
+
+  def keep_metrics_through(self, epoch: int) -> list[dict[str, Any]]:
+    """Drops lines of epochs after ``epoch`` (written before a crash, not checkpointed); returns the rest."""
+    records = self.read_metrics()
+    kept = [r for r in records if r.get("epoch", 0) <= epoch]
+    if len(kept) != len(records) or (self.metrics_path.exists() and not self.metrics_path.read_bytes().endswith(b"\n")):
+      rewrite_jsonl(self.metrics_path, kept)
+    return kept
+
+  def write_metrics(self, record: Mapping[str, Any]) -> None:
+    append_jsonl(self.metrics_path, record)
+    if self._tensorboard:
+      if self._writer is None:
+        from tensorboardX import SummaryWriter  # imported on first use: it pulls in protobuf
+
+        self._writer = SummaryWriter(str(self.workdir / TENSORBOARD_DIR))
+      for key, value in record.items():
+        if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+          self._writer.add_scalar(key, value, global_step=record["epoch"])
+      self._writer.flush()
+
+  def read_summary(self) -> dict[str, Any] | None:
+    return read_json(self.workdir / SUMMARY_FILE)
+
+  def write_summary(self, summary: Mapping[str, Any]) -> None:
+    write_json(self.workdir / SUMMARY_FILE, summary)
+
+  def progress_bar(self, total: int, description: str):
+    """A tqdm bar on a terminal; a no-op bar when stderr is not a terminal or progress is off."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="step", leave=True, disable=None if self._progress else True)
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None

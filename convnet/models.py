@@ -1,0 +1,189 @@
+"""The conv/pool/dense classifier, built from ``config.model``, and its shape arithmetic.
+
+``ConvNet(**config.model)`` is a Flax linen module: for each entry of ``features`` a convolution
+(``kernel_size``, ``padding``) with ReLU, then a ``pool_size`` max pool (1 = no pooling), then the
+flattened map through ``dense_features`` ReLU layers to ``num_classes`` logits. The defaults are the
+seed network of the TensorFlow course: 26x26x64 -> 13x13x64 -> 11x11x64 -> 5x5x64 -> 1600 -> 128 -> 10,
+243,786 parameters.
+
+:func:`layer_specs` computes every layer's output shape, parameter count and FLOPs from the config
+alone; it is the shape check that runs before any training, and the data behind ``convnet.summary``.
+FLOPs count a multiply-add as 2 and leave out bias adds, ReLU and pooling comparisons.
+"""
+
+from collections.abc import Mapping, Sequence
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from convnet import ops
+from convnet.errors import ConfigError
+
+OPS = ("fast", "flax")
+PADDINGS = ("VALID", "SAME")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+  name: str  # also the key of the layer's activation in the 'intermediates' collection
+  kind: str  # Conv2D, MaxPool2D, Flatten, Dense
+  output_shape: tuple[int, ...]  # per example, without the batch axis
+  params: int
+  flops: int
+
+
+def _per_layer(name: str, value: Any, num_layers: int) -> tuple[int, ...]:
+  if isinstance(value, int):
+    return (value,) * num_layers
+  values = tuple(value)
+  if len(values) != num_layers:
+    raise ConfigError(
+      f"model.{name}={values} has {len(values)} entries but model.features has {num_layers} "
+      f"conv layers; give one int or one entry per conv layer"
+    )
+  return values
+
+
+def _check_ints(name: str, values: Sequence[Any], minimum: int) -> None:
+  for v in values:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+      raise ConfigError(f"model.{name}={tuple(values)} is not allowed: each entry must be an int >= {minimum}")
+
+
+def normalized(model_config: Mapping[str, Any]) -> dict[str, Any]:
+  """Checks the model config's values (not yet the shapes) and expands per-layer ints to tuples."""
+  cfg = dict(model_config)
+  known = {f.name for f in dataclasses.fields(ConvNet) if f.name not in ("parent", "name")}
+  unknown = sorted(set(cfg) - known)
+  if unknown:
+    raise ConfigError(f"unknown model field(s) {unknown}; allowed: {sorted(known)}")
+  features = tuple(cfg.get("features", ConvNet.features))
+  _check_ints("features", features, 1)
+  cfg["features"] = features
+  cfg["kernel_size"] = _per_layer("kernel_size", cfg.get("kernel_size", ConvNet.kernel_size), len(features))
+  _check_ints("kernel_size", cfg["kernel_size"], 1)
+  cfg["pool_size"] = _per_layer("pool_size", cfg.get("pool_size", ConvNet.pool_size), len(features))
+  _check_ints("pool_size", cfg["pool_size"], 1)
+  cfg["dense_features"] = tuple(cfg.get("dense_features", ConvNet.dense_features))
+  _check_ints("dense_features", cfg["dense_features"], 1)
+  cfg["num_classes"] = cfg.get("num_classes", ConvNet.num_classes)
+  _check_ints("num_classes", (cfg["num_classes"],), 2)
+  padding = str(cfg.get("padding", ConvNet.padding)).upper()
+  if padding not in PADDINGS:
+    raise ConfigError(f"model.padding={cfg.get('padding')!r} is not allowed; use one of {PADDINGS}")
+  cfg["padding"] = padding
+  cfg["ops"] = cfg.get("ops", ConvNet.ops)
+  if cfg["ops"] not in OPS:
+    raise ConfigError(f"model.ops={cfg.get('ops')!r} is not allowed; use one of {OPS}")
+  return cfg
+
+
+def layer_specs(model_config: Mapping[str, Any], input_shape: Sequence[int]) -> list[LayerSpec]:
+  """Output shape, parameters and FLOPs per layer; raises ConfigError if a map shrinks too far."""
+  cfg = normalized(model_config)
+  height, width, channels = (int(d) for d in input_shape)
+  specs = []
+  for i, (features, kernel, pool) in enumerate(zip(cfg["features"], cfg["kernel_size"], cfg["pool_size"], strict=True)):
+    if cfg["padding"] == "VALID":
+      if height < kernel or width < kernel:
+        raise ConfigError(
+          f"conv{i}: a {kernel}x{kernel} kernel does not fit its {height}x{width} input "
+          f"(VALID padding); use fewer conv layers, smaller kernels or less pooling"
+        )
+      height, width = height - kernel + 1, width - kernel + 1
+    params = kernel * kernel * channels * features + features
+    flops = 2 * kernel * kernel * channels * features * height * width
+    specs.append(LayerSpec(f"conv{i}", "Conv2D", (height, width, features), params, flops))
+    channels = features
+    if pool > 1:
+      if height < pool or width < pool:
+        raise ConfigError(
+          f"pool{i}: a {pool}x{pool} pool does not fit its {height}x{width} input; "
+          f"use fewer conv layers, smaller kernels or less pooling"
+        )
+      height, width = height // pool, width // pool
+      specs.append(LayerSpec(f"pool{i}", "MaxPool2D", (height, width, channels), 0, 0))
+  size = height * width * channels
+  specs.append(LayerSpec("flatten", "Flatten", (size,), 0, 0))
+  dense = (*cfg["dense_features"], cfg["num_classes"])
+  names = [f"dense{j}" for j in range(len(cfg["dense_features"]))] + ["logits"]
+  for name, features in zip(names, dense, strict=True):
+    specs.append(LayerSpec(name, "Dense", (features,), size * features + features, 2 * size * features))
+    size = features
+  return specs
+
+
+class Conv2D(nn.Module):
+  """A stride-1 convolution on :func:`convnet.ops.conv2d`; same parameters and init as ``nn.Conv``."""
+
+  features: int
+  kernel_size: int
+  padding: str = "VALID"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param(
+      "kernel",
+      nn.initializers.lecun_normal(),
+      (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
+    )
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return ops.conv2d(x, kernel, self.padding) + bias.reshape(1, 1, 1, -1)
+
+
+class ConvNet(nn.Module):
+  """Conv(+ReLU, +max pool) blocks, then dense ReLU layers, then logits.
+
+  Integer images (uint8) are scaled to [0, 1] inside the module, so the scaling happens in the
+  compiled step; floating-point images are used as given. Each conv, pool and flatten output is
+  sown into the 'intermediates' collection under its :class:`LayerSpec` name (``conv0``, ``pool0``,
+  ``flatten``); the parameters live under ``Conv_<i>`` and ``Dense_<j>``, the logits layer last.
+  ``ops='flax'`` uses ``nn.Conv``/``nn.max_pool`` instead of :mod:`convnet.ops` (same parameters),
+  as the reference for the fast path.
+  """
+
+  features: Sequence[int] = (64, 64)
+  kernel_size: int | Sequence[int] = 3
+  padding: str = "VALID"
+  pool_size: int | Sequence[int] = 2
+  dense_features: Sequence[int] = (128,)
+  num_classes: int = 10
+  ops: str = "fast"
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    cfg = normalized(
+      {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("parent", "name")}
+    )
+    x = images
+    if jnp.issubdtype(x.dtype, jnp.integer):
+      x = x.astype(jnp.float32) / 255.0
+    if x.ndim == 3:  # a batch of single-channel images without the channel axis
+      x = x[..., None]
+    for i, (features, kernel, pool) in enumerate(
+      zip(cfg["features"], cfg["kernel_size"], cfg["pool_size"], strict=True)
+    ):
+      if cfg["ops"] == "fast":
+        x = Conv2D(features, kernel, cfg["padding"], name=f"Conv_{i}")(x)
+      else:
+        x = nn.Conv(features, (kernel, kernel), padding=cfg["padding"], name=f"Conv_{i}")(x)
+      x = nn.relu(x)
+      self.sow("intermediates", f"conv{i}", x)
+      if pool > 1:
+        if cfg["ops"] == "fast":
+          x = ops.max_pool(x, pool)
+        else:
+          x = nn.max_pool(x, (pool, pool), strides=(pool, pool))
+        self.sow("intermediates", f"pool{i}", x)
+    x = x.reshape(x.shape[0], -1)
+    self.sow("intermediates", "flatten", x)
+    for j, features in enumerate(cfg["dense_features"]):
+      x = nn.relu(nn.Dense(features, name=f"Dense_{j}")(x))
+    return nn.Dense(cfg["num_classes"], name=f"Dense_{len(cfg['dense_features'])}")(x)
+
+
+def count_params(params: Any) -> int:
+  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,66 @@
+"""Shared fixtures: a small generated IDX dataset, the real Fashion-MNIST directory, tiny configs."""
+
+from convnet import runtime
+
+runtime.configure_xla()  # the same XLA:CPU flags as the entry points, before jax is imported
+
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from convnet import cli, input_pipeline  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")  # catch silent broadcasting bugs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_images(num: int, num_classes: int = 10, size: int = 28, seed: int = 0):
+  """Learnable toy images: class c lights a 6x6 patch at a class-specific place, plus noise."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, num_classes, num).astype(np.uint8)
+  images = rng.integers(0, 40, (num, size, size), dtype=np.uint8)
+  for c in range(num_classes):
+    row, col = 2 + 7 * (c // 3), 2 + 7 * (c % 3)
+    images[labels == c, row : row + 6, col : col + 6] = 220
+  return images, labels
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory) -> Path:
+  """A gzipped IDX dataset like Fashion-MNIST's files: 300 train and 103 test 28x28 images."""
+  directory = tmp_path_factory.mktemp("idx")
+  for split, num, seed in (("train", 300, 0), ("t10k", 103, 1)):
+    images, labels = make_images(num, seed=seed)
+    input_pipeline.write_idx(directory / f"{split}-images-idx3-ubyte.gz", images)
+    input_pipeline.write_idx(directory / f"{split}-labels-idx1-ubyte.gz", labels)
+  return directory
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+  """The real Fashion-MNIST IDX files; CI installs them (apt-get install dataset-fashion-mnist)."""
+  directory = Path(input_pipeline.DEFAULT_IDX_DIR)
+  if not directory.is_dir():
+    if os.environ.get("CI"):
+      pytest.fail(f"{directory} is missing in CI: .ci/run must apt-get install dataset-fashion-mnist")
+    pytest.skip(f"{directory} not installed (apt-get install dataset-fashion-mnist)")
+  return directory
+
+
+def tiny_config(data_dir, **overrides):
+  """configs/default.py on ``data_dir`` with a small model and no progress bar."""
+  config = cli.load_config(REPO / "configs" / "default.py")
+  config.dataset.dir = str(data_dir)
+  config.model.features = (8, 8)
+  config.model.dense_features = (16,)
+  config.num_epochs = 2
+  config.batch_size = 16
+  config.eval_batch_size = 50
+  config.steps_per_call = 0
+  config.progress = False
+  config.update_from_flattened_dict(overrides)
+  return config

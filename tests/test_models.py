@@ -1,0 +1,121 @@
+"""The model: shapes, the pinned parameter count, shape checks, and the fast ops against nn.Conv."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from convnet import models
+from convnet.errors import ConfigError
+
+SEED = {
+  "features": (64, 64),
+  "kernel_size": 3,
+  "padding": "VALID",
+  "pool_size": 2,
+  "dense_features": (128,),
+  "num_classes": 10,
+}
+
+
+def init(model_config, shape=(28, 28, 1)):
+  model = models.ConvNet(**model_config)
+  return model, model.init(jax.random.PRNGKey(0), jnp.zeros((2, *shape), jnp.uint8))["params"]
+
+
+def test_seed_network_shapes_and_pinned_parameter_count():
+  specs = models.layer_specs(SEED, (28, 28, 1))
+  assert [(s.name, s.output_shape) for s in specs] == [
+    ("conv0", (26, 26, 64)),
+    ("pool0", (13, 13, 64)),
+    ("conv1", (11, 11, 64)),
+    ("pool1", (5, 5, 64)),
+    ("flatten", (1600,)),
+    ("dense0", (128,)),
+    ("logits", (10,)),
+  ]
+  assert [s.params for s in specs if s.params] == [640, 36_928, 204_928, 1_290]
+  model, params = init(SEED)
+  assert models.count_params(params) == 243_786
+  logits = model.apply({"params": params}, jnp.zeros((3, 28, 28, 1), jnp.uint8))
+  assert logits.shape == (3, 10)
+  # 2 FLOPs per multiply-add: 10.112 MFLOP forward, as ../shared/PERFORMANCE_NOTES.md counts.
+  assert sum(s.flops for s in specs) == 10_112_000
+
+
+@pytest.mark.parametrize(
+  "model_config, shape",
+  [
+    ({"features": (16,), "kernel_size": 5, "dense_features": ()}, (28, 28, 1)),
+    ({"features": (32, 32, 32), "kernel_size": 3, "dense_features": (64, 32)}, (28, 28, 1)),
+    ({"features": (8, 16), "kernel_size": (5, 3), "padding": "SAME", "pool_size": (2, 1)}, (28, 28, 1)),
+    ({"features": (8, 8), "kernel_size": 3, "num_classes": 100}, (32, 32, 3)),
+  ],
+)
+def test_initialised_model_agrees_with_layer_specs(model_config, shape):
+  specs = models.layer_specs(model_config, shape)
+  model, params = init(model_config, shape)
+  assert models.count_params(params) == sum(s.params for s in specs)
+  logits, state = model.apply({"params": params}, jnp.zeros((2, *shape), jnp.uint8), mutable=["intermediates"])
+  assert logits.shape == (2, specs[-1].output_shape[0])
+  sown = {name: value[0].shape[1:] for name, value in state["intermediates"].items()}
+  assert sown == {s.name: s.output_shape for s in specs if s.kind != "Dense"}
+
+
+@pytest.mark.parametrize(
+  "model_config, shape, message",
+  [
+    ({"features": (64, 64, 64, 64)}, (28, 28, 1), "conv3: a 3x3 kernel does not fit its 1x1 input"),
+    ({"features": (64,), "kernel_size": 30}, (28, 28, 1), "conv0: a 30x30 kernel does not fit its 28x28 input"),
+    (
+      {"features": (8,) * 5, "kernel_size": 5, "padding": "SAME"},
+      (28, 28, 1),
+      "pool4: a 2x2 pool does not fit its 1x1 input",
+    ),
+    ({"features": (64, -3)}, (28, 28, 1), "model.features=(64, -3) is not allowed"),
+    ({"features": (64, 0)}, (28, 28, 1), "model.features=(64, 0) is not allowed"),
+    ({"features": (8, 8), "kernel_size": (3, 3, 3)}, (28, 28, 1), "model.kernel_size=(3, 3, 3) has 3 entries"),
+    ({"features": (8,), "padding": "FULL"}, (28, 28, 1), "model.padding='FULL' is not allowed"),
+    ({"features": (8,), "filters": 3}, (28, 28, 1), "unknown model field(s) ['filters']"),
+    ({"features": (8,), "ops": "cudnn"}, (28, 28, 1), "model.ops='cudnn' is not allowed"),
+    ({"features": (8,), "pool_size": 0}, (28, 28, 1), "model.pool_size=(0,) is not allowed"),
+  ],
+)
+def test_impossible_configs_give_one_clear_error(model_config, shape, message):
+  with pytest.raises(ConfigError) as info:
+    models.layer_specs(model_config, shape)
+  assert message in str(info.value)
+  assert "\n" not in str(info.value)
+
+
+def test_integer_images_are_scaled_and_float_images_used_as_given():
+  model, params = init(SEED)
+  images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+  from_uint8 = model.apply({"params": params}, images)
+  from_float = model.apply({"params": params}, images.astype(np.float32) / 255.0)
+  np.testing.assert_allclose(from_uint8, from_float, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_config", [SEED, {"features": (8, 16), "kernel_size": (5, 3), "padding": "SAME"}])
+def test_fast_ops_equal_flax_layers_forward_and_gradient(model_config):
+  fast, params = init({**model_config, "ops": "fast"})
+  flax_model, flax_params = init({**model_config, "ops": "flax"})
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(flax_params)
+  # Continuous random images: no ties inside pooling windows, where the two tie rules differ.
+  images = jax.random.uniform(jax.random.PRNGKey(1), (8, 28, 28, 1))
+  labels = jnp.arange(8) % 10
+
+  def loss(model):
+    def fn(p):
+      logits = model.apply({"params": p}, images)
+      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), labels])
+
+    return fn
+
+  np.testing.assert_allclose(
+    fast.apply({"params": params}, images), flax_model.apply({"params": params}, images), rtol=1e-5, atol=1e-5
+  )
+  grads_fast = jax.grad(loss(fast))(params)
+  grads_flax = jax.grad(loss(flax_model))(params)
+  for a, b in zip(jax.tree_util.tree_leaves(grads_fast), jax.tree_util.tree_leaves(grads_flax), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
