@@ -7,12 +7,14 @@ unparsable value) or a :class:`~convnet.errors.ConvnetError` raised by the job i
 
 from collections.abc import Callable, Sequence
 import importlib.util
+import logging
 import os
 from pathlib import Path
 import re
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from convnet.errors import ConvnetError
 
@@ -43,11 +45,14 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-def run(main: Callable[[list[str]], None]) -> None:
+def run(main: Callable[[list[str]], None], allow_positional: bool = False) -> None:
   """``absl.app.run(main)`` with one-line errors for bad flags and ConvnetErrors."""
 
   def guarded(argv):
-    if len(argv) > 1:
+    # Our own progress at INFO; libraries at WARNING (orbax logs every step of every checkpoint).
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("convnet").setLevel(logging.INFO)
+    if len(argv) > 1 and not allow_positional:
       fail(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
       main(argv)

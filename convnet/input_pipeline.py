@@ -212,6 +212,42 @@ def _subset(dataset: Dataset, num_train: int | None, num_test: int | None) -> Da
   )
 
 
+def peek_shape(dataset_config: Mapping[str, Any]) -> tuple[tuple[int, int, int], int]:
+  """(image shape, number of classes) of the configured data without loading the images."""
+  source = dataset_config.get("source", "idx")
+  name = dataset_config.get("name", "fashion_mnist")
+  directory = Path(dataset_config.get("dir") or DEFAULT_IDX_DIR)
+  if source == "idx" and (directory.is_dir() or str(directory) != DEFAULT_IDX_DIR):
+    path = _find_idx_file(directory, IDX_FILES["train_images"])
+    with open(path, "rb") as f:
+      raw = f.read(2)
+    try:
+      with gzip.open(path) if raw == b"\x1f\x8b" else open(path, "rb") as f:
+        head = f.read(20)
+    except (OSError, EOFError, zlib.error) as e:
+      raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from None
+    ndim = head[3] if len(head) >= 4 else 0
+    if head[:3] != b"\x00\x00\x08" or ndim not in (3, 4) or len(head) < 4 + 4 * ndim:
+      raise DataError(f"{path}: not an IDX uint8 image file (header {head[:4].hex()})")
+    _, height, width, *channels = (int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    image_shape = (height, width, channels[0] if channels else 1)
+    if name == "fashion_mnist":
+      num_classes = len(FASHION_MNIST_CLASSES)
+    else:
+      labels = read_idx(_find_idx_file(directory, IDX_FILES["train_labels"]))
+      num_classes = int(labels.max()) + 1
+    return image_shape, num_classes
+  import tensorflow_datasets as tfds
+
+  try:
+    features = tfds.builder(name, data_dir=dataset_config.get("tfds_data_dir")).info.features
+  except Exception as e:  # noqa: BLE001 - TFDS raises many kinds
+    raise DataError(f"TFDS dataset {name!r} is unknown here ({type(e).__name__}); {GET_DATA_HELP}") from None
+  image = features["image"] if "image" in features else features["img"]
+  shape = tuple(int(d) for d in image.shape)
+  return (*shape[:2], shape[2] if len(shape) > 2 else 1), int(features["label"].num_classes)
+
+
 def get_datasets(dataset_config: Mapping[str, Any]) -> Dataset:
   """The train and test splits that ``config.dataset`` asks for, in memory."""
   source = dataset_config.get("source", "idx")

@@ -13,7 +13,6 @@ runtime.configure_xla()  # before jax is imported, anywhere
 import logging  # noqa: E402
 
 from absl import flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
 import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -27,9 +26,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  # Our own progress at INFO; libraries (orbax logs every checkpoint step) at WARNING.
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  logging.getLogger("convnet").setLevel(logging.INFO)
   logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
   config = FLAGS.config
   if "sweep" in config:

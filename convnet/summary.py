@@ -3,34 +3,14 @@
     python -m convnet.summary --config=configs/default.py [--config.model.features='(32,32)']
 
 The shapes come from ``convnet.models.layer_specs`` (the same arithmetic that checks a config before
-training) and the image shape from the data's headers, so nothing is trained or even initialised.
+training) and the image shape from the data's headers (``input_pipeline.peek_shape``), so nothing is
+loaded, trained or even initialised.
 """
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from convnet import models
-
-# Image shape and classes of the datasets convnet knows without reading them.
-KNOWN_DATASETS = {
-  "fashion_mnist": ((28, 28, 1), 10),
-  "mnist": ((28, 28, 1), 10),
-  "kmnist": ((28, 28, 1), 10),
-  "emnist": ((28, 28, 1), 47),
-  "cifar10": ((32, 32, 3), 10),
-  "cifar100": ((32, 32, 3), 100),
-}
-
-
-def dataset_shape(dataset_config: Mapping[str, Any]) -> tuple[tuple[int, int, int], int]:
-  """(image shape, number of classes) of the configured dataset, without loading it."""
-  name = dataset_config.get("name", "fashion_mnist")
-  if name in KNOWN_DATASETS:
-    return KNOWN_DATASETS[name]
-  from convnet import input_pipeline  # an unknown dataset: read it
-
-  data = input_pipeline.get_datasets(dataset_config)
-  return data.image_shape, data.num_classes
+from convnet import input_pipeline, models
 
 
 def format_table(specs: Sequence[models.LayerSpec], input_shape: Sequence[int]) -> str:
@@ -60,7 +40,7 @@ def format_table(specs: Sequence[models.LayerSpec], input_shape: Sequence[int]) 
 
 
 def model_table(config: Mapping[str, Any]) -> str:
-  image_shape, num_classes = dataset_shape(config["dataset"])
+  image_shape, num_classes = input_pipeline.peek_shape(config["dataset"])
   model_config = dict(config["model"])
   model_config.setdefault("num_classes", num_classes)
   return format_table(models.layer_specs(model_config, image_shape), image_shape)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import functools
 import logging
 import math
+import os
 import platform
 import statistics
 import time
@@ -181,6 +182,16 @@ def _chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
   return [(start, min(start + size, num_steps)) for start in range(0, num_steps, size)]
 
 
+def _cpu_name() -> str:
+  try:
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def _environment() -> dict[str, Any]:
   import orbax.checkpoint as ocp
 
@@ -189,7 +200,7 @@ def _environment() -> dict[str, Any]:
     "backend": jax.default_backend(),
     "device": f"{device.platform}:{device.device_kind}",
     "num_devices": jax.device_count(),
-    "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+    "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
     "versions": {
       "convnet": convnet.__version__,
       "python": platform.python_version(),

@@ -1,0 +1,47 @@
+"""The accuracy/speed sweep: filters x kernel size x seeds on the seed network (configs/default.py).
+
+    python -m convnet.main --config=configs/sweep.py --workdir=runs/sweep          # 8 configs x 3 seeds
+    python -m convnet.main --config=configs/sweep.py:smoke --workdir=/tmp/s         # seconds: 2x2 grid
+    python -m convnet.main --config=configs/sweep.py:depth --workdir=runs/depth     # 1, 2, 3 conv blocks
+    python -m convnet.main --config=configs/sweep.py --workdir=runs/sweep --config.sweep.seeds='(0,1,2,3,4)'
+    python -m convnet.report runs/sweep                                             # re-make the report
+
+``config.sweep`` holds the axes: each field is a tuple of values for the config field of the same
+name (``seeds`` sets ``seed``; ``model__padding`` names ``model.padding`` where a leaf is ambiguous).
+The axes combine as a product, except the groups in ``config.sweep_zip``, which move together.
+``config.report`` picks the sweet spot. Measured results: experiments/fashion_mnist_sweet_spot/.
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from convnet import cli
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  config = cli.load_config(Path(__file__).with_name("default.py"))
+  config.sweep = ml_collections.ConfigDict()
+  config.sweep.features = ((16, 16), (32, 32), (64, 64), (128, 128))  # same count in both conv layers
+  config.sweep.kernel_size = (3, 5)
+  config.sweep.seeds = (0, 1, 2)
+  config.sweep_zip = ()  # e.g. (('features', 'kernel_size'),): those axes advance together
+  config.report = ml_collections.ConfigDict()
+  # The sweet spot: the fastest configuration whose mean test accuracy is within one standard
+  # deviation (over seeds) of the best mean ('within_std'), or within `tolerance` ('within_tolerance').
+  config.report.rule = "within_std"
+  config.report.tolerance = 0.005
+  config.progress = False  # one line per epoch in the log instead of a bar per trial
+
+  if variant == "smoke":  # a quick look on a small real subset: 4 trials, seconds each
+    config.dataset.num_train_examples = 2000
+    config.dataset.num_test_examples = 1000
+    config.num_epochs = 1
+    config.sweep.features = ((8, 8), (16, 16))
+    config.sweep.seeds = (0,)
+  elif variant == "depth":  # the course's exercise: remove or add a conv layer (64 filters each)
+    config.sweep.features = ((64,), (64, 64), (64, 64, 64))
+    config.sweep.kernel_size = (3,)
+  elif variant:
+    raise ValueError(f"configs/sweep.py has no variant {variant!r}; use '', 'smoke' or 'depth'")
+  return config

@@ -1,0 +1,200 @@
+"""The sweep: expand ``config.sweep`` into trials, run them one by one, record, resume, report.
+
+Each trial is the base config with a few overrides and a stable, readable name derived from them
+(``features=32-32,kernel_size=5,seed=1``); it trains with ``train.train_and_evaluate`` in
+``DIR/trials/<name>/``. ``DIR/results.jsonl`` gets one line per finished trial (completed, failed or
+skipped), appended with one fsynced write, so a ``kill -9`` at any moment leaves every line whole
+and none twice. Re-running the same command skips recorded trials and resumes an interrupted one
+from its checkpoint. Trials run one at a time so that their timings are comparable.
+"""
+
+from collections.abc import Mapping
+import copy
+import dataclasses
+import itertools
+import logging
+from pathlib import Path
+import time
+from typing import Any
+
+import ml_collections
+
+from convnet import input_pipeline, logs, models, report, train
+from convnet.errors import ConfigError, ConvnetError
+
+log = logging.getLogger("convnet")
+RESULTS_FILE = "results.jsonl"
+TRIALS_DIR = "trials"
+SWEEP_FIELDS = ("sweep", "sweep_zip", "report")  # not part of a trial's config
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+  name: str
+  overrides: dict[str, Any]  # dotted config path -> value
+  config: ml_collections.ConfigDict
+
+
+def _leaf_paths(config: Mapping[str, Any], prefix: str = "") -> list[str]:
+  paths = []
+  for key, value in config.items():
+    if isinstance(value, Mapping):
+      paths += _leaf_paths(value, f"{prefix}{key}.")
+    else:
+      paths.append(f"{prefix}{key}")
+  return paths
+
+
+def resolve_axis(axis: str, base: Mapping[str, Any]) -> str:
+  """The config path an axis sets: ``seeds`` -> ``seed``, ``features`` -> ``model.features``."""
+  if axis == "seeds":
+    return "seed"
+  wanted = axis.replace("__", ".")
+  candidates = [p for p in _leaf_paths(base) if p == wanted or p.endswith("." + wanted)]
+  if len(candidates) != 1:
+    problem = "matches no config field" if not candidates else f"is ambiguous ({', '.join(candidates)})"
+    raise ConfigError(f"sweep axis {axis!r} {problem}; name it by path with '__', e.g. model__kernel_size")
+  return candidates[0]
+
+
+def _format_value(value: Any) -> str:
+  if isinstance(value, (tuple, list)):
+    return "-".join(_format_value(v) for v in value)
+  return str(value)
+
+
+def trial_name(overrides: Mapping[str, Any]) -> str:
+  """``leaf=value`` pairs joined by commas, seed last; tuples are joined by '-'."""
+  keys = sorted((k for k in overrides if k != "seed"), key=lambda k: k.rsplit(".", 1)[-1]) + (
+    ["seed"] if "seed" in overrides else []
+  )
+  return ",".join(f"{k.rsplit('.', 1)[-1]}={_format_value(overrides[k])}" for k in keys)
+
+
+def base_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config without its sweep fields: what every trial starts from."""
+  base = copy.deepcopy(config)
+  with base.unlocked():
+    for field in SWEEP_FIELDS:
+      if field in base:
+        del base[field]
+  return base
+
+
+def expand(config: ml_collections.ConfigDict) -> list[Trial]:
+  """All trials of ``config.sweep``: the product of the axes, zipped groups moving together."""
+  base = base_config(config)
+  axes = {name: tuple(values) for name, values in config.sweep.items()}
+  for name, values in axes.items():
+    if not values:
+      raise ConfigError(f"sweep.{name} is empty; give at least one value")
+  paths = {name: resolve_axis(name, base.to_dict()) for name in axes}
+  groups: list[tuple[str, ...]] = []
+  zipped: set[str] = set()
+  for group in config.get("sweep_zip", ()) or ():
+    group = tuple(group)
+    unknown = [name for name in group if name not in axes or name in zipped]
+    if unknown:
+      raise ConfigError(f"sweep_zip group {group} names {unknown[0]!r}, which is not a sweep axis or is zipped twice")
+    lengths = {name: len(axes[name]) for name in group}
+    if len(set(lengths.values())) != 1:
+      raise ConfigError(f"sweep_zip group {group} has axes of different lengths {lengths}; zipped axes move together")
+    groups.append(group)
+    zipped.update(group)
+  groups += [(name,) for name in axes if name not in zipped]
+  choices = [
+    [dict(zip(group, values, strict=True)) for values in zip(*(axes[n] for n in group), strict=True)]
+    for group in groups
+  ]
+  trials = []
+  for combination in itertools.product(*choices):
+    overrides = {paths[name]: value for part in combination for name, value in part.items()}
+    trial_config = copy.deepcopy(base)
+    trial_config.update_from_flattened_dict(overrides)
+    trials.append(Trial(trial_name(overrides), overrides, trial_config))
+  names = [t.name for t in trials]
+  if len(set(names)) != len(names):
+    raise ConfigError("sweep has duplicate trials (repeated values on an axis?)")
+  return trials
+
+
+def read_results(workdir: str | Path) -> dict[str, dict[str, Any]]:
+  """Recorded trials by name (a later line for the same name wins)."""
+  return {r["name"]: r for r in logs.read_jsonl(Path(workdir) / RESULTS_FILE)}
+
+
+def _shape_check(trial: Trial, image_shape, num_classes) -> tuple[str | None, list[models.LayerSpec]]:
+  try:
+    return None, models.layer_specs(train.model_kwargs(trial.config.to_dict(), num_classes), image_shape)
+  except ConfigError as e:
+    return str(e), []
+
+
+def _record(workdir: Path, trial: Trial, status: str, **fields: Any) -> dict[str, Any]:
+  record = {"name": trial.name, "overrides": trial.overrides, "seed": trial.config.seed, "status": status, **fields}
+  logs.append_jsonl(workdir / RESULTS_FILE, record)
+  return record
+
+
+RESULT_FIELDS = (
+    "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch", "epoch_seconds", "examples_per_second",
+    "compile_seconds", "train_seconds", "num_params", "flops_per_example", "backend", "device", "machine",
+    "stopped_early",
+)  # fmt: skip
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict[str, Any]]:
+  """Runs (or resumes) the sweep in ``workdir``, writes the report, returns the results."""
+  workdir = Path(workdir)
+  trials = expand(config)
+  train.check_config(base_config(config).to_dict())
+  workdir.mkdir(parents=True, exist_ok=True)
+  logs.write_json(workdir / logs.CONFIG_FILE, config.to_dict())
+  image_shape, num_classes = input_pipeline.peek_shape(config.dataset)
+  done = read_results(workdir)
+
+  # Impossible shapes are recorded before anything trains.
+  work = []
+  for trial in trials:
+    reason, specs = _shape_check(trial, image_shape, num_classes)
+    if trial.name in done:
+      continue
+    if reason:
+      log.info("skipping %s: %s", trial.name, reason)
+      done[trial.name] = _record(workdir, trial, "skipped", error=reason)
+    else:
+      flatten = next(s for s in specs if s.kind == "Flatten").output_shape[0]
+      work.append((trial, flatten, sum(s.flops for s in specs)))
+
+  start = time.perf_counter()
+  flops_done = 0.0
+  flops_left = float(sum(f for _, _, f in work))
+  for i, (trial, flatten, flops) in enumerate(work):
+    index = trials.index(trial) + 1
+    elapsed = time.perf_counter() - start
+    eta = f", ETA {_hms(elapsed / flops_done * flops_left)}" if flops_done else ""
+    log.info(
+      "trial %d/%d %s (%d left; elapsed %s%s)", index, len(trials), trial.name, len(work) - i, _hms(elapsed), eta
+    )
+    try:
+      summary = train.train_and_evaluate(trial.config, str(workdir / TRIALS_DIR / trial.name))
+    except ConvnetError as e:
+      log.warning("trial %s failed: %s", trial.name, e)
+      done[trial.name] = _record(workdir, trial, "failed", error=str(e))
+    except Exception as e:  # noqa: BLE001 - one broken trial must not end the sweep
+      log.exception("trial %s failed", trial.name)
+      done[trial.name] = _record(workdir, trial, "failed", error=f"{type(e).__name__}: {e}")
+    else:
+      fields = {k: summary[k] for k in RESULT_FIELDS if k in summary}
+      done[trial.name] = _record(workdir, trial, summary["status"], flatten_size=flatten, **fields)
+    flops_done += flops
+    flops_left -= flops
+  log.info("sweep done: %d trials in %s; writing the report", len(trials), _hms(time.perf_counter() - start))
+  results = [done[t.name] for t in trials if t.name in done]
+  report.write_report(workdir, config.to_dict(), results)
+  return results

@@ -1,0 +1,99 @@
+"""Pareto front, sweet-spot rules and the report files, on hand-made results."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+import pytest
+
+from convnet import logs, report
+from convnet.errors import ConfigError
+
+
+def row(name, accuracy, seconds, accuracy_std=0.0):
+  return report.ConfigResult(name, (name,), (0,), accuracy, accuracy_std, seconds, 0.0, 1000.0, 10, 100, 50)
+
+
+def test_pareto_front_keeps_only_undominated_configurations():
+  a, b = row("a", 0.90, 10), row("b", 0.91, 20)
+  c = row("c", 0.89, 15)  # slower and worse than a
+  d = row("d", 0.91, 25)  # as good as b, slower
+  e = row("e", 0.80, 5)  # fastest: on the front however poor
+  assert report.pareto_front([a, b, c, d, e]) == [e, a, b]
+
+
+def test_sweet_spot_rules():
+  a, b = row("a", 0.900, 10), row("b", 0.910, 20, accuracy_std=0.005)
+  spot, why = report.sweet_spot([a, b], "within_std")
+  assert spot is b and "within one standard deviation over seeds" in why and "b: 91.00% ± 0.50" in why
+  b_noisy = row("b", 0.910, 20, accuracy_std=0.02)
+  assert report.sweet_spot([a, b_noisy], "within_std")[0] is a
+  assert report.sweet_spot([a, b], "within_tolerance", 0.02)[0] is a
+  assert report.sweet_spot([a, b], "within_tolerance", 0.005)[0] is b
+  with pytest.raises(ConfigError, match="report.rule='best' is not allowed"):
+    report.sweet_spot([a, b], "best")
+
+
+def trial(name, seed, accuracy, seconds, status="completed"):
+  return {
+      "name": f"{name},seed={seed}", "overrides": {"model.features": [int(name.split("=")[1])] * 2, "seed": seed},
+      "seed": seed, "status": status, "test_accuracy": accuracy, "train_accuracy": accuracy + 0.02,
+      "epoch_seconds": seconds, "examples_per_second": 60000 / seconds, "num_params": 1000, "flops_per_example": 2e6,
+      "flatten_size": 400, "backend": "cpu", "device": "cpu:cpu", "machine": "test machine", "epoch": 2,
+  }  # fmt: skip
+
+
+RESULTS = [
+    trial("features=16", 0, 0.89, 4.0), trial("features=16", 1, 0.91, 6.0),
+    trial("features=64", 0, 0.91, 18.0), trial("features=64", 1, 0.91, 20.0),
+    {"name": "features=9,seed=0", "overrides": {}, "seed": 0, "status": "failed", "error": "NaN/inf training loss"},
+]  # fmt: skip
+
+
+def test_aggregate_means_and_sample_std_over_completed_seeds():
+  rows = {r.name: r for r in report.aggregate(RESULTS)}
+  assert set(rows) == {"features=16", "features=64"}
+  assert rows["features=16"].accuracy_mean == pytest.approx(0.90)
+  assert rows["features=16"].accuracy_std == pytest.approx(0.0141421356, rel=1e-6)  # sample std of 0.89, 0.91
+  assert rows["features=16"].seconds_mean == pytest.approx(5.0) and rows["features=64"].seeds == (0, 1)
+
+
+def test_report_files_from_a_fixture(tmp_path):
+  for r in RESULTS[:4]:
+    for epoch, acc in ((1, r["test_accuracy"] - 0.03), (2, r["test_accuracy"])):
+      logs.append_jsonl(tmp_path / "trials" / r["name"] / "metrics.jsonl", {"epoch": epoch, "test_accuracy": acc})
+  config = {"num_epochs": 2, "batch_size": 32, "report": {"rule": "within_std", "tolerance": 0.005}}
+  text = report.write_report(tmp_path, config, RESULTS)
+  assert "**Sweet spot: features=16**" in text  # 0.90 ± 0.014 is within one std of 0.91 ± 0
+  assert "| features=9,seed=0 | failed | NaN/inf training loss |" in text
+  assert "Timings from: cpu backend, cpu:cpu, test machine" in text
+  pandas = pytest.importorskip("pandas")
+  frame = pandas.read_csv(tmp_path / "results.csv")
+  assert len(frame) == 5 and list(frame["status"]).count("completed") == 4
+  from PIL import Image
+
+  for name in ("pareto.png", "learning_curves.png"):
+    with Image.open(tmp_path / name) as image:
+      image.verify()
+      assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+
+
+def test_report_command_remakes_the_report_and_refuses_an_empty_dir(tmp_path):
+  for r in RESULTS:
+    logs.append_jsonl(tmp_path / "results.jsonl", r)
+  logs.write_json(
+    tmp_path / "config.json", {"num_epochs": 2, "report": {"rule": "within_tolerance", "tolerance": 0.001}}
+  )
+  result = subprocess.run(
+    [sys.executable, "-m", "convnet.report", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+  )
+  assert result.returncode == 0, result.stderr
+  assert "**Sweet spot: features=64**" in (tmp_path / "report.md").read_text()
+  empty = subprocess.run(
+    [sys.executable, "-m", "convnet.report", str(tmp_path / "none")], cwd=REPO, capture_output=True, text=True
+  )
+  assert (
+    empty.returncode == 1 and empty.stderr.strip().startswith("error:") and len(empty.stderr.strip().splitlines()) == 1
+  )
+  assert json.loads((tmp_path / "config.json").read_text())["num_epochs"] == 2

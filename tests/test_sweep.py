@@ -1,0 +1,171 @@
+"""The sweep: expansion, names, variants, isolation of bad trials, and resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl import flags
+from conftest import REPO
+from ml_collections import config_flags
+import pytest
+
+from convnet import cli, logs, sweep
+from convnet.errors import ConfigError
+
+SWEEP = REPO / "configs" / "sweep.py"
+
+
+def names(config):
+  return [t.name for t in sweep.expand(config)]
+
+
+def test_default_sweep_is_the_product_of_its_axes():
+  config = cli.load_config(SWEEP)
+  trials = sweep.expand(config)
+  assert len(trials) == 4 * 2 * 3
+  by_name = {t.name: t for t in trials}
+  trial = by_name["features=32-32,kernel_size=5,seed=1"]
+  assert trial.overrides == {"model.features": (32, 32), "model.kernel_size": 5, "seed": 1}
+  assert trial.config.model.features == (32, 32) and trial.config.model.kernel_size == 5 and trial.config.seed == 1
+  assert "sweep" not in trial.config and trial.config.num_epochs == 5
+  assert names(config) == names(cli.load_config(SWEEP))  # stable
+
+
+def test_zipped_axes_move_together():
+  config = cli.load_config(SWEEP)
+  config.sweep.features = ((16, 16), (64, 64))
+  config.sweep.kernel_size = (5, 3)
+  config.sweep.seeds = (0,)
+  config.sweep_zip = (("features", "kernel_size"),)
+  assert names(config) == ["features=16-16,kernel_size=5,seed=0", "features=64-64,kernel_size=3,seed=0"]
+  config.sweep.kernel_size = (5, 3, 7)
+  with pytest.raises(ConfigError, match="axes of different lengths"):
+    sweep.expand(config)
+
+
+def test_an_axis_can_be_overridden_from_the_command_line():
+  argv = ["prog", f"--config={SWEEP}", "--config.sweep.seeds=(0,1,2,3,4)", "--config.sweep.kernel_size=(3,)"]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
+  values(argv)
+  trials = sweep.expand(values.config)
+  assert len(trials) == 4 * 1 * 5 and trials[-1].name == "features=128-128,kernel_size=3,seed=4"
+
+
+def test_named_variants():
+  smoke = cli.load_config(f"{SWEEP}:smoke")
+  assert len(sweep.expand(smoke)) == 4 and smoke.num_epochs == 1 and smoke.dataset.num_train_examples == 2000
+  depth = sweep.expand(cli.load_config(f"{SWEEP}:depth"))
+  assert sorted({len(t.config.model.features) for t in depth}) == [1, 2, 3] and len(depth) == 9
+  with pytest.raises(ValueError, match="no variant 'wide'"):
+    cli.load_config(f"{SWEEP}:wide")
+
+
+def test_axis_names_resolve_to_one_config_field():
+  base = sweep.base_config(cli.load_config(SWEEP)).to_dict()
+  assert sweep.resolve_axis("learning_rate", base) == "learning_rate"
+  assert sweep.resolve_axis("model__padding", base) == "model.padding"
+  with pytest.raises(ConfigError, match="sweep axis 'filters' matches no config field"):
+    sweep.resolve_axis("filters", base)
+  with pytest.raises(ConfigError, match=r"sweep axis 'name' is ambiguous"):
+    sweep.resolve_axis("name", {"a": {"name": 1}, "b": {"name": 2}})
+
+
+def small_sweep(idx_dir, **axes):
+  config = cli.load_config(SWEEP)
+  config.dataset.dir = str(idx_dir)
+  config.num_epochs = 1
+  config.batch_size = 16
+  config.steps_per_call = 0
+  config.model.dense_features = (16,)
+  config.sweep.features = ((4, 4),)
+  config.sweep.kernel_size = (3,)
+  config.sweep.seeds = (0,)
+  for key, value in axes.items():
+    config.sweep[key] = value
+  return config
+
+
+def test_impossible_and_failing_trials_are_recorded_and_the_sweep_goes_on(idx_dir, tmp_path):
+  config = small_sweep(idx_dir, features=((4, 4), (4,) * 5))
+  with config.unlocked():
+    config.sweep.learning_rate = (1e-3, 1e12)
+    config.optimizer = "sgd"
+    config.momentum = 0.0
+  results = {r["name"]: r for r in sweep.run(config, tmp_path)}
+  assert len(results) == 4
+  skipped = [r for r in results.values() if r["status"] == "skipped"]
+  assert len(skipped) == 2 and all("conv4: a 3x3 kernel does not fit its 1x1 input" in r["error"] for r in skipped)
+  assert not (tmp_path / "trials" / "features=4-4-4-4-4,kernel_size=3,learning_rate=0.001,seed=0").exists()
+  failed = results["features=4-4,kernel_size=3,learning_rate=1000000000000.0,seed=0"]
+  assert failed["status"] == "failed" and "NaN/inf training loss" in failed["error"]
+  ok = results["features=4-4,kernel_size=3,learning_rate=0.001,seed=0"]
+  assert ok["status"] == "completed" and 0 <= ok["test_accuracy"] <= 1 and ok["num_params"] > 0
+  assert {"report.md", "results.csv", "pareto.png", "learning_curves.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+KILL_CONFIG = """
+import sys
+sys.path.insert(0, {repo!r})
+from convnet import cli
+
+def get_config():
+  config = cli.load_config({sweep!r})
+  config.dataset.dir = {data!r}
+  config.num_epochs = 40
+  config.batch_size = 16
+  config.steps_per_call = 0
+  config.tensorboard = False
+  config.model.dense_features = (16,)
+  config.sweep.features = ((4, 4),)
+  config.sweep.kernel_size = (3,)
+  config.sweep.seeds = (0, 1)
+  return config
+"""
+
+
+def start_sweep(config_path, workdir):
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  return subprocess.Popen(
+      [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={workdir}"],
+      cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+  )  # fmt: skip
+
+
+def test_kill_9_mid_trial_then_rerun_records_every_trial_exactly_once(idx_dir, tmp_path):
+  config_path = tmp_path / "kill_sweep.py"
+  config_path.write_text(KILL_CONFIG.format(repo=str(REPO), sweep=str(SWEEP), data=str(idx_dir)))
+  workdir = tmp_path / "sweep"
+  first = workdir / "trials" / "features=4-4,kernel_size=3,seed=0" / "metrics.jsonl"
+  process = start_sweep(config_path, workdir)
+  deadline = time.time() + 240
+  while time.time() < deadline and len(logs.read_jsonl(first)) < 3:
+    time.sleep(0.02)
+  assert process.poll() is None, "the sweep ended before it could be killed: " + process.stderr.read()
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = len(logs.read_jsonl(first))
+  assert 3 <= killed_at < 40  # killed mid-trial
+  assert not (workdir / "results.jsonl").exists()
+
+  rerun = start_sweep(config_path, workdir)
+  assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
+  results = logs.read_jsonl(workdir / "results.jsonl")
+  assert sorted(r["name"] for r in results) == [
+    "features=4-4,kernel_size=3,seed=0",
+    "features=4-4,kernel_size=3,seed=1",
+  ]
+  assert all(r["status"] == "completed" and r["epoch"] == 40 for r in results)
+  assert [m["epoch"] for m in logs.read_jsonl(first)] == list(range(1, 41))  # resumed, no epoch twice
+
+  # Killed mid-write of results.jsonl: a torn line, and a finished trial whose line never landed.
+  text = (workdir / "results.jsonl").read_text().splitlines(keepends=True)
+  (workdir / "results.jsonl").write_text(text[0] + '{"name": "features=4-4,kernel_size=3,se')
+  again = start_sweep(config_path, workdir)
+  assert again.wait(timeout=300) == 0, again.stderr.read()
+  lines = (workdir / "results.jsonl").read_text().splitlines()
+  assert sorted(json.loads(line)["name"] for line in lines) == sorted(r["name"] for r in results)
+  assert [m["epoch"] for m in logs.read_jsonl(first)] == list(range(1, 41))  # not trained again
