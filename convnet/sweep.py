@@ -143,6 +143,26 @@ RESULT_FIELDS = (
 )  # fmt: skip
 
 
+def estimate_seconds(done: list[tuple[float, float]], remaining: list[float]) -> float | None:
+  """Seconds left, from (FLOPs, seconds) of finished trials: a least-squares line time = a + b * FLOPs.
+
+  Small trials are dominated by fixed costs (data, compilation, evaluation), so a plain FLOP rate
+  from them overestimates the big ones and a plain mean underestimates them.
+  """
+  if not done:
+    return None
+  flops = [f for f, _ in done]
+  seconds = [t for _, t in done]
+  mean_f, mean_t = sum(flops) / len(flops), sum(seconds) / len(seconds)
+  spread = sum((f - mean_f) ** 2 for f in flops)
+  slope = max(0.0, sum((f - mean_f) * (t - mean_t) for f, t in done) / spread) if spread else 0.0
+  if not spread:  # one size seen so far: assume time grows in proportion to FLOPs
+    slope = mean_t / mean_f if mean_f else 0.0
+    return sum(slope * f for f in remaining)
+  intercept = max(0.0, mean_t - slope * mean_f)
+  return sum(intercept + slope * f for f in remaining)
+
+
 def _hms(seconds: float) -> str:
   seconds = int(round(seconds))
   return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -172,15 +192,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict[str
       work.append((trial, flatten, sum(s.flops for s in specs)))
 
   start = time.perf_counter()
-  flops_done = 0.0
-  flops_left = float(sum(f for _, _, f in work))
+  timings: list[tuple[float, float]] = []
   for i, (trial, flatten, flops) in enumerate(work):
     index = trials.index(trial) + 1
     elapsed = time.perf_counter() - start
-    eta = f", ETA {_hms(elapsed / flops_done * flops_left)}" if flops_done else ""
-    log.info(
-      "trial %d/%d %s (%d left; elapsed %s%s)", index, len(trials), trial.name, len(work) - i, _hms(elapsed), eta
-    )
+    eta = estimate_seconds(timings, [f for _, _, f in work[i:]])
+    eta_text = f", ETA {_hms(eta)}" if eta is not None else ""
+    log.info("trial %d/%d %s (%d left; elapsed %s%s)", index, len(trials), trial.name, len(work) - i, _hms(elapsed), eta_text)
+    trial_start = time.perf_counter()
     try:
       summary = train.train_and_evaluate(trial.config, str(workdir / TRIALS_DIR / trial.name))
     except ConvnetError as e:
@@ -192,8 +211,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict[str
     else:
       fields = {k: summary[k] for k in RESULT_FIELDS if k in summary}
       done[trial.name] = _record(workdir, trial, summary["status"], flatten_size=flatten, **fields)
-    flops_done += flops
-    flops_left -= flops
+    timings.append((flops, time.perf_counter() - trial_start))
   log.info("sweep done: %d trials in %s; writing the report", len(trials), _hms(time.perf_counter() - start))
   results = [done[t.name] for t in trials if t.name in done]
   report.write_report(workdir, config.to_dict(), results)

@@ -169,3 +169,11 @@ def test_kill_9_mid_trial_then_rerun_records_every_trial_exactly_once(idx_dir, t
   lines = (workdir / "results.jsonl").read_text().splitlines()
   assert sorted(json.loads(line)["name"] for line in lines) == sorted(r["name"] for r in results)
   assert [m["epoch"] for m in logs.read_jsonl(first)] == list(range(1, 41))  # not trained again
+
+
+def test_eta_fits_fixed_cost_plus_flops():
+  assert sweep.estimate_seconds([], [1.0]) is None
+  # One size seen: proportional to FLOPs.
+  assert sweep.estimate_seconds([(2.0, 10.0)], [2.0, 4.0]) == pytest.approx(30.0)
+  # Two sizes: time = 5 + 2.5 * FLOPs fits both exactly (10 s at 2, 15 s at 4).
+  assert sweep.estimate_seconds([(2.0, 10.0), (4.0, 15.0)], [8.0, 2.0]) == pytest.approx(25.0 + 10.0)
