@@ -198,7 +198,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict[str
     elapsed = time.perf_counter() - start
     eta = estimate_seconds(timings, [f for _, _, f in work[i:]])
     eta_text = f", ETA {_hms(eta)}" if eta is not None else ""
-    log.info("trial %d/%d %s (%d left; elapsed %s%s)", index, len(trials), trial.name, len(work) - i, _hms(elapsed), eta_text)
+    log.info(
+      "trial %d/%d %s (%d left; elapsed %s%s)", index, len(trials), trial.name, len(work) - i, _hms(elapsed), eta_text
+    )
     trial_start = time.perf_counter()
     try:
       summary = train.train_and_evaluate(trial.config, str(workdir / TRIALS_DIR / trial.name))

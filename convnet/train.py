@@ -177,6 +177,65 @@ def evaluate(state: TrainState, images, labels, batch_size: int = 500) -> dict[s
   return summarize(evaluate_batches(state, jnp.asarray(images), jnp.asarray(labels), indices, mask))
 
 
+class EpochProgram:
+  """One config's compiled programs over device-resident data: shuffle, train an epoch, evaluate.
+
+  Everything is compiled in the constructor (``compile_seconds``), so that epoch times exclude
+  compilation. ``train_and_evaluate`` and ``convnet.benchmark`` both run epochs through it.
+  """
+
+  def __init__(
+    self, state: TrainState, data: input_pipeline.Dataset, config: Mapping[str, Any], shuffle_rng: jax.Array
+  ):
+    self.shuffle_rng = shuffle_rng
+    self.train_images, self.train_labels = jax.device_put(data.train_images), jax.device_put(data.train_labels)
+    self.test_images, self.test_labels = jax.device_put(data.test_images), jax.device_put(data.test_labels)
+    self.num_train = len(data.train_labels)
+    self.num_steps = -(-self.num_train // config["batch_size"])
+    self.chunks = _chunks(self.num_steps, config["steps_per_call"])
+    self.eval_indices, self.eval_mask = (
+      jnp.asarray(a) for a in batch_layout(len(data.test_labels), config["eval_batch_size"])
+    )
+    start = time.perf_counter()
+    key = jax.random.fold_in(shuffle_rng, 0)
+    self.shuffle_fn = shuffled_batches.lower(key, self.num_train, config["batch_size"]).compile()
+    indices, mask = self.shuffle_fn(key)
+    self.step_fns = {}
+    for begin, end in self.chunks:
+      if end - begin not in self.step_fns:
+        self.step_fns[end - begin] = train_steps.lower(
+          state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
+        ).compile()
+    self.eval_fn = evaluate_batches.lower(
+      state, self.test_images, self.test_labels, self.eval_indices, self.eval_mask
+    ).compile()
+    self.compile_seconds = time.perf_counter() - start
+
+  def train_epoch(self, state: TrainState, epoch: int, bar=None) -> tuple[TrainState, dict[str, float]]:
+    """One epoch (shuffled by ``epoch``); returns the new state and the epoch's mean loss and accuracy.
+
+    The host reads the metrics once at the end, or after every call when ``bar`` is an active progress bar.
+    """
+    indices, mask = self.shuffle_fn(jax.random.fold_in(self.shuffle_rng, epoch))
+    chunk_metrics = []
+    for begin, end in self.chunks:
+      state, metrics = self.step_fns[end - begin](
+        state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
+      )
+      chunk_metrics.append(metrics)
+      if bar is not None and not bar.disable:
+        seen = summarize(_add_all(chunk_metrics))
+        bar.set_postfix(loss=f"{seen['loss']:.4f}", accuracy=f"{seen['accuracy']:.4f}", refresh=False)
+        bar.update(end - begin)
+    return state, summarize(jax.device_get(_add_all(chunk_metrics)))
+
+  def evaluate(self, state: TrainState) -> dict[str, float]:
+    """Loss and accuracy over the whole test set."""
+    return summarize(
+      jax.device_get(self.eval_fn(state, self.test_images, self.test_labels, self.eval_indices, self.eval_mask))
+    )
+
+
 def _chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
   size = num_steps if steps_per_call <= 0 else min(steps_per_call, num_steps)
   return [(start, min(start + size, num_steps)) for start in range(0, num_steps, size)]
@@ -291,46 +350,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping[str, Any], wo
                data.train_images.shape, data.test_images.shape, data.num_classes,
                summary["backend"], summary["device"])  # fmt: skip
 
-  train_images, train_labels = jax.device_put(data.train_images), jax.device_put(data.train_labels)
-  test_images, test_labels = jax.device_put(data.test_images), jax.device_put(data.test_labels)
-  batch_size, num_train = config_dict["batch_size"], len(data.train_labels)
-  num_steps = -(-num_train // batch_size)
-  chunks = _chunks(num_steps, config_dict["steps_per_call"])
-  eval_indices, eval_mask = (
-    jnp.asarray(a) for a in batch_layout(len(data.test_labels), config_dict["eval_batch_size"])
-  )
-
-  # Compile everything before the clock starts, so that epoch times exclude compilation.
-  compile_start = time.perf_counter()
-  key = jax.random.fold_in(shuffle_rng, 0)
-  shuffle_fn = shuffled_batches.lower(key, num_train, batch_size).compile()
-  indices, mask = shuffle_fn(key)
-  step_fns = {}
-  for start, stop in chunks:
-    if stop - start not in step_fns:
-      step_fns[stop - start] = train_steps.lower(
-        state, train_images, train_labels, indices[start:stop], mask[start:stop]
-      ).compile()
-  eval_fn = evaluate_batches.lower(state, test_images, test_labels, eval_indices, eval_mask).compile()
-  summary["compile_seconds"] = time.perf_counter() - compile_start
+  program = EpochProgram(state, data, config_dict, shuffle_rng)
+  summary["compile_seconds"] = program.compile_seconds
 
   try:
     for epoch in range(done + 1, config_dict["num_epochs"] + 1):
-      bar = run_log.progress_bar(num_steps, f"epoch {epoch}/{config_dict['num_epochs']}")
+      bar = run_log.progress_bar(program.num_steps, f"epoch {epoch}/{config_dict['num_epochs']}")
       epoch_start = time.perf_counter()
-      key = jax.random.fold_in(shuffle_rng, epoch)
-      indices, mask = shuffle_fn(key)
-      chunk_metrics = []
-      for start, stop in chunks:
-        state, metrics = step_fns[stop - start](
-          state, train_images, train_labels, indices[start:stop], mask[start:stop]
-        )
-        chunk_metrics.append(metrics)
-        if not bar.disable:  # the bar needs the numbers now; otherwise read them once per epoch
-          seen = summarize(_add_all(chunk_metrics))
-          bar.set_postfix(loss=f"{seen['loss']:.4f}", accuracy=f"{seen['accuracy']:.4f}", refresh=False)
-          bar.update(stop - start)
-      train = summarize(jax.device_get(_add_all(chunk_metrics)))
+      state, train = program.train_epoch(state, epoch, bar)
       epoch_seconds = time.perf_counter() - epoch_start
       bar.close()
       if not math.isfinite(train["loss"]):
@@ -339,7 +366,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping[str, Any], wo
           f"{config_dict['learning_rate']}, optimizer={config_dict['optimizer']}: try a smaller learning rate)"
         )
       eval_start = time.perf_counter()
-      test = summarize(jax.device_get(eval_fn(state, test_images, test_labels, eval_indices, eval_mask)))
+      test = program.evaluate(state)
       record = {
         "epoch": epoch,
         "train_loss": train["loss"],
@@ -347,7 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping[str, Any], wo
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
         "epoch_seconds": epoch_seconds,
-        "examples_per_second": num_train / epoch_seconds,
+        "examples_per_second": program.num_train / epoch_seconds,
         "eval_seconds": time.perf_counter() - eval_start,
       }
       run_log.write_metrics(record)

@@ -98,7 +98,7 @@ def test_impossible_and_failing_trials_are_recorded_and_the_sweep_goes_on(idx_di
   results = {r["name"]: r for r in sweep.run(config, tmp_path)}
   assert len(results) == 4
   skipped = [r for r in results.values() if r["status"] == "skipped"]
-  assert len(skipped) == 2 and all("conv4: a 3x3 kernel does not fit its 1x1 input" in r["error"] for r in skipped)
+  assert len(skipped) == 2 and all("conv3: a 3x3 kernel does not fit its 1x1 input" in r["error"] for r in skipped)
   assert not (tmp_path / "trials" / "features=4-4-4-4-4,kernel_size=3,learning_rate=0.001,seed=0").exists()
   failed = results["features=4-4,kernel_size=3,learning_rate=1000000000000.0,seed=0"]
   assert failed["status"] == "failed" and "NaN/inf training loss" in failed["error"]

@@ -1,0 +1,22 @@
+"""The benchmark runs and prints its table (speed is measured by running it, never asserted here)."""
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_peers_mode_runs_alternating_epochs_and_skips_missing_peers(idx_dir):
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  result = subprocess.run(
+    [sys.executable, "-m", "convnet.benchmark", "--impls=convnet,pytorch,keras", "--epochs=2", f"--data_dir={idx_dir}"],
+    cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  out = result.stdout
+  assert "epoch 1 convnet" in out and "epoch 2 convnet" in out
+  assert "GFLOP/s" in out and "convnet compile:" in out
+  for peer, module in (("pytorch", "torch"), ("keras", "tensorflow")):
+    # Each peer either ran alongside convnet or was skipped with a note; nothing in between.
+    assert (f"epoch 2 {peer}" in out) != (f"note: {peer} skipped: {module} is not installed" in out)
