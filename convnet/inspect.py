@@ -64,7 +64,8 @@ def load_run(workdir: str | Path) -> Run:
 
 
 def layer_outputs(model: models.ConvNet, params: Any, images: np.ndarray) -> dict[str, np.ndarray]:
-  """Each conv, pool and flatten layer's output for ``images`` (N, H, W, C), in layer order."""
+  """Each conv, pool and flatten layer's output for ``images`` (N, H, W, C), in layer order (full maps)."""
+  model = model.clone(crop_to_pool=False)  # show the rows/columns the pools drop, too
   _, state = model.apply({"params": params}, jnp.asarray(images), mutable=["intermediates"])
   return {name: np.asarray(value[0]) for name, value in state["intermediates"].items()}
 

@@ -32,7 +32,12 @@ class LayerSpec:
   kind: str  # Conv2D, MaxPool2D, Flatten, Dense
   output_shape: tuple[int, ...]  # per example, without the batch axis
   params: int
-  flops: int
+  flops: int  # forward FLOPs of the layer as defined (what Keras would compute)
+  executed_flops: int = -1  # what ConvNet computes (less with crop_to_pool); -1: same as flops
+
+  def __post_init__(self):
+    if self.executed_flops < 0:
+      object.__setattr__(self, "executed_flops", self.flops)
 
 
 def _per_layer(name: str, value: Any, num_layers: int) -> tuple[int, ...]:
@@ -75,6 +80,7 @@ def normalized(model_config: Mapping[str, Any]) -> dict[str, Any]:
   if padding not in PADDINGS:
     raise ConfigError(f"model.padding={cfg.get('padding')!r} is not allowed; use one of {PADDINGS}")
   cfg["padding"] = padding
+  cfg["crop_to_pool"] = bool(cfg.get("crop_to_pool", ConvNet.crop_to_pool))
   cfg["ops"] = cfg.get("ops", ConvNet.ops)
   if cfg["ops"] not in OPS:
     raise ConfigError(f"model.ops={cfg.get('ops')!r} is not allowed; use one of {OPS}")
@@ -96,7 +102,10 @@ def layer_specs(model_config: Mapping[str, Any], input_shape: Sequence[int]) -> 
       height, width = height - kernel + 1, width - kernel + 1
     params = kernel * kernel * channels * features + features
     flops = 2 * kernel * kernel * channels * features * height * width
-    specs.append(LayerSpec(f"conv{i}", "Conv2D", (height, width, features), params, flops))
+    executed = flops
+    if cfg["crop_to_pool"] and cfg["padding"] == "VALID" and pool > 1 and height >= pool and width >= pool:
+      executed = 2 * kernel * kernel * channels * features * (height // pool * pool) * (width // pool * pool)
+    specs.append(LayerSpec(f"conv{i}", "Conv2D", (height, width, features), params, flops, executed))
     channels = features
     if pool > 1:
       if height < pool or width < pool:
@@ -152,6 +161,11 @@ class ConvNet(nn.Module):
   dense_features: Sequence[int] = (128,)
   num_classes: int = 10
   ops: str = "fast"
+  # Compute a VALID conv only over the rows/columns its max pool keeps (the pool drops the rest):
+  # the same logits and gradients with less work, e.g. 10x10 instead of 11x11 outputs in the seed's
+  # second conv (-17% of its FLOPs). The sown conv activation then has the cropped size;
+  # convnet.inspect turns this off to show the full maps. Reported shapes and FLOPs stay nominal.
+  crop_to_pool: bool = True
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -166,6 +180,10 @@ class ConvNet(nn.Module):
     for i, (features, kernel, pool) in enumerate(
       zip(cfg["features"], cfg["kernel_size"], cfg["pool_size"], strict=True)
     ):
+      if cfg["crop_to_pool"] and cfg["padding"] == "VALID" and pool > 1:
+        kept_h = (x.shape[1] - kernel + 1) // pool * pool
+        kept_w = (x.shape[2] - kernel + 1) // pool * pool
+        x = x[:, : kept_h + kernel - 1, : kept_w + kernel - 1, :]
       if cfg["ops"] == "fast":
         x = Conv2D(features, kernel, cfg["padding"], name=f"Conv_{i}")(x)
       else:

@@ -54,7 +54,7 @@ def test_seed_network_shapes_and_pinned_parameter_count():
 )
 def test_initialised_model_agrees_with_layer_specs(model_config, shape):
   specs = models.layer_specs(model_config, shape)
-  model, params = init(model_config, shape)
+  model, params = init({**model_config, "crop_to_pool": False}, shape)  # full maps, as Keras shows them
   assert models.count_params(params) == sum(s.params for s in specs)
   logits, state = model.apply({"params": params}, jnp.zeros((2, *shape), jnp.uint8), mutable=["intermediates"])
   assert logits.shape == (2, specs[-1].output_shape[0])
@@ -119,3 +119,37 @@ def test_fast_ops_equal_flax_layers_forward_and_gradient(model_config):
   grads_flax = jax.grad(loss(flax_model))(params)
   for a, b in zip(jax.tree_util.tree_leaves(grads_fast), jax.tree_util.tree_leaves(grads_flax), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "model_config", [SEED, {"features": (8, 8, 8), "kernel_size": (5, 3, 3), "pool_size": (2, 3, 1)}]
+)
+def test_cropping_to_the_pooled_region_changes_neither_logits_nor_gradients(model_config):
+  cropped, params = init({**model_config, "crop_to_pool": True})
+  full = cropped.clone(crop_to_pool=False)
+  images = jax.random.uniform(jax.random.PRNGKey(2), (4, 28, 28, 1))
+
+  def loss(model):
+    return lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, images)))
+
+  np.testing.assert_allclose(
+    cropped.apply({"params": params}, images), full.apply({"params": params}, images), rtol=1e-5, atol=1e-6
+  )
+  for a, b in zip(
+    jax.tree_util.tree_leaves(jax.grad(loss(cropped))(params)),
+    jax.tree_util.tree_leaves(jax.grad(loss(full))(params)),
+    strict=True,
+  ):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  _, sown = cropped.apply({"params": params}, images, mutable=["intermediates"])
+  if model_config is SEED:
+    assert sown["intermediates"]["conv1"][0].shape == (4, 10, 10, 64)  # 11x11 computed as 10x10
+
+
+def test_executed_flops_count_the_cropped_conv():
+  specs = {s.name: s for s in models.layer_specs(SEED, (28, 28, 1))}
+  assert specs["conv1"].flops == 2 * 9 * 64 * 64 * 11 * 11
+  assert specs["conv1"].executed_flops == 2 * 9 * 64 * 64 * 10 * 10
+  assert specs["conv0"].executed_flops == specs["conv0"].flops  # 26x26 pools without a remainder
+  full = {s.name: s for s in models.layer_specs({**SEED, "crop_to_pool": False}, (28, 28, 1))}
+  assert full["conv1"].executed_flops == full["conv1"].flops
