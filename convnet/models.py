@@ -24,6 +24,7 @@ from convnet.errors import ConfigError
 
 OPS = ("fast", "flax")
 PADDINGS = ("VALID", "SAME")
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,9 @@ def normalized(model_config: Mapping[str, Any]) -> dict[str, Any]:
   if padding not in PADDINGS:
     raise ConfigError(f"model.padding={cfg.get('padding')!r} is not allowed; use one of {PADDINGS}")
   cfg["padding"] = padding
+  cfg["dtype"] = cfg.get("dtype", ConvNet.dtype)
+  if cfg["dtype"] not in DTYPES:
+    raise ConfigError(f"model.dtype={cfg['dtype']!r} is not allowed; use one of {DTYPES}")
   cfg["crop_to_pool"] = bool(cfg.get("crop_to_pool", ConvNet.crop_to_pool))
   cfg["ops"] = cfg.get("ops", ConvNet.ops)
   if cfg["ops"] not in OPS:
@@ -131,6 +135,7 @@ class Conv2D(nn.Module):
   features: int
   kernel_size: int
   padding: str = "VALID"
+  dtype: Any = jnp.float32  # computation dtype; parameters stay float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -140,6 +145,7 @@ class Conv2D(nn.Module):
       (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
     )
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
     return ops.conv2d(x, kernel, self.padding) + bias.reshape(1, 1, 1, -1)
 
 
@@ -166,12 +172,16 @@ class ConvNet(nn.Module):
   # second conv (-17% of its FLOPs). The sown conv activation then has the cropped size;
   # convnet.inspect turns this off to show the full maps. Reported shapes and FLOPs stay nominal.
   crop_to_pool: bool = True
+  # Computation dtype: 'float32', or 'bfloat16' for large batches on GPU/TPU (parameters, the loss and
+  # the optimizer stay float32; logits are returned as float32). No gain on CPUs without native bf16.
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     cfg = normalized(
       {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("parent", "name")}
     )
+    dtype = jnp.dtype(cfg["dtype"])
     x = images
     if jnp.issubdtype(x.dtype, jnp.integer):
       x = x.astype(jnp.float32) / 255.0
@@ -185,9 +195,9 @@ class ConvNet(nn.Module):
         kept_w = (x.shape[2] - kernel + 1) // pool * pool
         x = x[:, : kept_h + kernel - 1, : kept_w + kernel - 1, :]
       if cfg["ops"] == "fast":
-        x = Conv2D(features, kernel, cfg["padding"], name=f"Conv_{i}")(x)
+        x = Conv2D(features, kernel, cfg["padding"], dtype=dtype, name=f"Conv_{i}")(x)
       else:
-        x = nn.Conv(features, (kernel, kernel), padding=cfg["padding"], name=f"Conv_{i}")(x)
+        x = nn.Conv(features, (kernel, kernel), padding=cfg["padding"], dtype=dtype, name=f"Conv_{i}")(x)
       x = nn.relu(x)
       self.sow("intermediates", f"conv{i}", x)
       if pool > 1:
@@ -199,8 +209,9 @@ class ConvNet(nn.Module):
     x = x.reshape(x.shape[0], -1)
     self.sow("intermediates", "flatten", x)
     for j, features in enumerate(cfg["dense_features"]):
-      x = nn.relu(nn.Dense(features, name=f"Dense_{j}")(x))
-    return nn.Dense(cfg["num_classes"], name=f"Dense_{len(cfg['dense_features'])}")(x)
+      x = nn.relu(nn.Dense(features, dtype=dtype, name=f"Dense_{j}")(x))
+    logits = nn.Dense(cfg["num_classes"], dtype=dtype, name=f"Dense_{len(cfg['dense_features'])}")(x)
+    return logits.astype(jnp.float32)
 
 
 def count_params(params: Any) -> int:

@@ -153,3 +153,17 @@ def test_executed_flops_count_the_cropped_conv():
   assert specs["conv0"].executed_flops == specs["conv0"].flops  # 26x26 pools without a remainder
   full = {s.name: s for s in models.layer_specs({**SEED, "crop_to_pool": False}, (28, 28, 1))}
   assert full["conv1"].executed_flops == full["conv1"].flops
+
+
+@pytest.mark.parametrize("ops_name", ["fast", "flax"])
+def test_bfloat16_compute_keeps_float32_parameters_and_logits(ops_name):
+  model32, params = init({**SEED, "ops": ops_name})
+  model16 = model32.clone(dtype="bfloat16")
+  images = jax.random.uniform(jax.random.PRNGKey(3), (4, 28, 28, 1))
+  logits16 = model16.apply({"params": params}, images)
+  assert logits16.dtype == jnp.float32
+  np.testing.assert_allclose(logits16, model32.apply({"params": params}, images), atol=0.05, rtol=0.05)
+  grads = jax.grad(lambda p: jnp.sum(model16.apply({"params": p}, images) ** 2))(params)
+  assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+  with pytest.raises(ConfigError, match="model.dtype='float16' is not allowed"):
+    models.layer_specs({**SEED, "dtype": "float16"}, (28, 28, 1))
