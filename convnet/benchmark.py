@@ -123,15 +123,16 @@ def _pytorch_worker(data, batch_size: int):
     model.train()
     order = torch.randperm(len(y_train))
     start = time.perf_counter()
-    total = 0.0
+    total = torch.zeros(())
     for begin in range(0, len(order), batch_size):
       batch = order[begin : begin + batch_size]
       optimizer.zero_grad(set_to_none=True)
       loss = loss_fn(model(x_train[batch]), y_train[batch])
       loss.backward()
       optimizer.step()
-      total += float(loss.detach()) * len(batch)
+      total += loss.detach() * len(batch)  # no host read per step
     seconds = time.perf_counter() - start
+    total = float(total)
     model.eval()
     with torch.no_grad():
       correct = sum(

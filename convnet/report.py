@@ -205,6 +205,11 @@ def _figure(width=7.0, height=5.0):
   return figure
 
 
+def short_label(name: str) -> str:
+  """'features=64-64,kernel_size=3' -> '64-64 k3' for plot labels."""
+  return name.replace("features=", "").replace(",kernel_size=", " k").replace("kernel_size=", "k")
+
+
 def plot_pareto(path: Path, rows: Sequence[ConfigResult], spot: ConfigResult | None, machine: str) -> None:
   figure = _figure()
   ax = figure.add_subplot()
@@ -212,7 +217,13 @@ def plot_pareto(path: Path, rows: Sequence[ConfigResult], spot: ConfigResult | N
   for r in rows:
     ax.errorbar(r.seconds_mean, 100 * r.accuracy_mean, xerr=r.seconds_std, yerr=100 * r.accuracy_std, fmt="o",
                 color="tab:red" if r in front else "tab:blue", capsize=3)  # fmt: skip
-    ax.annotate(r.name, (r.seconds_mean, 100 * r.accuracy_mean), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    ax.annotate(
+      short_label(r.name),
+      (r.seconds_mean, 100 * r.accuracy_mean),
+      textcoords="offset points",
+      xytext=(5, 5),
+      fontsize=7,
+    )
   ax.plot(
     [r.seconds_mean for r in front], [100 * r.accuracy_mean for r in front], "--", color="tab:red", label="Pareto front"
   )
@@ -245,7 +256,7 @@ def plot_learning_curves(path: Path, workdir: Path, results: Sequence[Mapping[st
   ax = figure.add_subplot()
   for name, by_epoch in curves.items():
     epochs = sorted(by_epoch)
-    ax.plot(epochs, [100 * statistics.fmean(by_epoch[e]) for e in epochs], marker="o", label=name)
+    ax.plot(epochs, [100 * statistics.fmean(by_epoch[e]) for e in epochs], marker="o", label=short_label(name))
   ax.set_xlabel("epoch")
   ax.set_ylabel("test accuracy (%), mean over seeds")
   ax.set_title("Learning curves")
