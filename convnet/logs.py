@@ -25,12 +25,12 @@ SUMMARY_FILE = "summary.json"
 TENSORBOARD_DIR = "tensorboard"
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
   """JSON-safe copy: tuples to lists, NaN/inf to None, numpy/jax scalars to Python numbers."""
   if isinstance(value, Mapping):
-    return {str(k): _clean(v) for k, v in value.items()}
+    return {str(k): json_safe(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_clean(v) for v in value]
+    return [json_safe(v) for v in value]
   if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
     value = value.item()
   if isinstance(value, float) and not math.isfinite(value):
@@ -54,8 +54,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     raise
 
 
+def flatten_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(flatten_dict(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
-  atomic_write_text(path, json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
+  atomic_write_text(path, json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -80,7 +91,7 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
   """Appends one line with a single write and fsync, first cutting off a torn last line."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  line = (json.dumps(_clean(record), sort_keys=True) + "\n").encode()
+  line = (json.dumps(json_safe(record), sort_keys=True) + "\n").encode()
   with open(path, "ab+") as f:
     size = f.seek(0, os.SEEK_END)
     if size:
@@ -96,7 +107,7 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
 
 def rewrite_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
   """Atomically replaces a JSON-lines file with ``records``."""
-  atomic_write_text(path, "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records))
+  atomic_write_text(path, "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in records))
 
 
 class RunLog:

@@ -35,22 +35,12 @@ class Trial:
   config: ml_collections.ConfigDict
 
 
-def _leaf_paths(config: Mapping[str, Any], prefix: str = "") -> list[str]:
-  paths = []
-  for key, value in config.items():
-    if isinstance(value, Mapping):
-      paths += _leaf_paths(value, f"{prefix}{key}.")
-    else:
-      paths.append(f"{prefix}{key}")
-  return paths
-
-
 def resolve_axis(axis: str, base: Mapping[str, Any]) -> str:
   """The config path an axis sets: ``seeds`` -> ``seed``, ``features`` -> ``model.features``."""
   if axis == "seeds":
     return "seed"
   wanted = axis.replace("__", ".")
-  candidates = [p for p in _leaf_paths(base) if p == wanted or p.endswith("." + wanted)]
+  candidates = [p for p in logs.flatten_dict(base) if p == wanted or p.endswith("." + wanted)]
   if len(candidates) != 1:
     problem = "matches no config field" if not candidates else f"is ambiguous ({', '.join(candidates)})"
     raise ConfigError(f"sweep axis {axis!r} {problem}; name it by path with '__', e.g. model__kernel_size")

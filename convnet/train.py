@@ -275,8 +275,8 @@ def _environment() -> dict[str, Any]:
 def _check_same_run(previous: Mapping[str, Any] | None, current: Mapping[str, Any], workdir) -> None:
   if previous is None:
     return
-  flat_prev = _flatten(previous)
-  flat_curr = _flatten(logs._clean(current))
+  flat_prev = logs.flatten_dict(previous)
+  flat_curr = logs.flatten_dict(logs.json_safe(current))
   changed = sorted(
       k for k in set(flat_prev) | set(flat_curr)
       if k.split(".")[0] not in RESUMABLE_CHANGES and flat_prev.get(k) != flat_curr.get(k)
@@ -287,16 +287,6 @@ def _check_same_run(previous: Mapping[str, Any] | None, current: Mapping[str, An
       f"{workdir} holds a run with a different config ({k}: {flat_prev.get(k)!r} there, "
       f"{flat_curr.get(k)!r} now); use another --workdir"
     )
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      out.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
 
 
 def _is_finished(summary: Mapping[str, Any] | None, num_epochs: int) -> bool:
