@@ -91,6 +91,11 @@ def normalized(model_config: Mapping[str, Any]) -> dict[str, Any]:
   return cfg
 
 
+def _crops_to_pool(cfg: Mapping[str, Any], pool: int) -> bool:
+  """Whether a conv is computed only over the rows/columns its pool keeps (see ConvNet.crop_to_pool)."""
+  return cfg["crop_to_pool"] and cfg["padding"] == "VALID" and pool > 1
+
+
 def layer_specs(model_config: Mapping[str, Any], input_shape: Sequence[int]) -> list[LayerSpec]:
   """Output shape, parameters and FLOPs per layer; raises ConfigError if a map shrinks too far."""
   cfg = normalized(model_config)
@@ -107,7 +112,7 @@ def layer_specs(model_config: Mapping[str, Any], input_shape: Sequence[int]) -> 
     params = kernel * kernel * channels * features + features
     flops = 2 * kernel * kernel * channels * features * height * width
     executed = flops
-    if cfg["crop_to_pool"] and cfg["padding"] == "VALID" and pool > 1 and height >= pool and width >= pool:
+    if _crops_to_pool(cfg, pool) and height >= pool and width >= pool:
       executed = 2 * kernel * kernel * channels * features * (height // pool * pool) * (width // pool * pool)
     specs.append(LayerSpec(f"conv{i}", "Conv2D", (height, width, features), params, flops, executed))
     channels = features
@@ -190,7 +195,7 @@ class ConvNet(nn.Module):
     for i, (features, kernel, pool) in enumerate(
       zip(cfg["features"], cfg["kernel_size"], cfg["pool_size"], strict=True)
     ):
-      if cfg["crop_to_pool"] and cfg["padding"] == "VALID" and pool > 1:
+      if _crops_to_pool(cfg, pool):
         kept_h = (x.shape[1] - kernel + 1) // pool * pool
         kept_w = (x.shape[2] - kernel + 1) // pool * pool
         x = x[:, : kept_h + kernel - 1, : kept_w + kernel - 1, :]
