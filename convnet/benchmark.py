@@ -11,8 +11,10 @@ then epoch 2 of every one, and so on, so that the machine's drift hits all alike
 computes at a time. Compilation (convnet) is timed separately; Keras traces its step during its first
 epoch, so the figure compared is the median of epochs 2..N. A peer that is not installed is skipped.
 
-Grid mode: for each configuration of ``configs/sweep.py``, ms/step of convnet's whole-epoch program
-against plain Flax layers (``nn.Conv``/``nn.max_pool``) with one jit per step, alternating.
+Grid mode: for each configuration of ``configs/sweep.py``, ms/step of convnet's whole-epoch program,
+of the same with its first layer unfused (``model.fuse_max_channels=0``, the ablation of
+``ops.conv_relu_pool``), and of plain Flax layers (``nn.Conv``/``nn.max_pool``) with one jit per step,
+alternating.
 """
 
 from convnet import runtime
@@ -286,7 +288,8 @@ _ONE_STEP = None
 
 
 def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) -> list[dict[str, Any]]:
-  """ms/step over the sweep grid: convnet's scanned program vs plain Flax layers, one jit per step."""
+  """ms/step over the sweep grid: convnet's scanned program (as configured, and with its first layer
+  unfused: ``model.fuse_max_channels=0``) vs plain Flax layers with one jit per step, alternating."""
   import jax
 
   from convnet import sweep, train
@@ -302,30 +305,38 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
       continue
     seen.add(key)
     config = {**trial.config.to_dict(), "batch_size": batch_size, "steps_per_call": steps}
-    state = train.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
-    program = train.EpochProgram(state, data, config, jax.random.PRNGKey(1))
-    fn = program.step_fns[min(steps, program.num_steps)]
+    programs = {}
+    for variant, fuse in (("convnet", model.get("fuse_max_channels", 4)), ("unfused", 0)):
+      variant_config = {**config, "model": {**config["model"], "fuse_max_channels": fuse}}
+      state = train.create_train_state(jax.random.PRNGKey(0), variant_config, data.image_shape, data.num_classes)
+      program = train.EpochProgram(state, data, variant_config, jax.random.PRNGKey(1))
+      programs[variant] = [program.step_fns[min(steps, program.num_steps)], state]
     indices, mask = program.shuffle_fn(jax.random.PRNGKey(2))
     flax_config = {**config, "model": {**config["model"], "ops": "flax"}}
     flax_state = train.create_train_state(jax.random.PRNGKey(0), flax_config, data.image_shape, data.num_classes)
     images, labels = program.train_images, program.train_labels
     flax_steps = max(10, steps // 10)  # the slow path: fewer steps
-    fast_times, flax_times = [], []
+    times = {"convnet": [], "unfused": [], "flax": []}
     for _ in range(repeats + 1):  # the first round warms up and is dropped
-      start = time.perf_counter()
-      state, metrics = fn(state, images, labels, indices[:steps], mask[:steps])
-      jax.block_until_ready(metrics)
-      fast_times.append((time.perf_counter() - start) / steps * 1e3)
+      for variant, (fn, state) in programs.items():
+        start = time.perf_counter()
+        state, metrics = fn(state, images, labels, indices[:steps], mask[:steps])
+        jax.block_until_ready(metrics)
+        times[variant].append((time.perf_counter() - start) / steps * 1e3)
+        programs[variant][1] = state
       start = time.perf_counter()
       for i in range(flax_steps):
         flax_state, metrics = _one_step(flax_state, images, labels, indices[i], mask[i])
       jax.block_until_ready(metrics)
-      flax_times.append((time.perf_counter() - start) / flax_steps * 1e3)
-    fast, flax = statistics.median(fast_times[1:]), statistics.median(flax_times[1:])
+      times["flax"].append((time.perf_counter() - start) / flax_steps * 1e3)
+    ms = {variant: statistics.median(t[1:]) for variant, t in times.items()}
     name = sweep.trial_name({"model.features": key[0], "model.kernel_size": key[1]})
-    rows.append({"config": name, "convnet_ms": fast, "flax_ms": flax, "steps_per_epoch": program.num_steps})
-    print(f"{name:32s} convnet {fast:7.2f} ms/step ({fast * program.num_steps / 1e3:6.1f} s/epoch)   "
-          f"flax layers {flax:8.2f} ms/step ({flax * program.num_steps / 1e3:7.1f} s/epoch)   speed-up {flax / fast:5.1f}x", flush=True)  # fmt: skip
+    rows.append({"config": name, **{f"{v}_ms": t for v, t in ms.items()}, "steps_per_epoch": program.num_steps})
+    per_epoch = {v: t * program.num_steps / 1e3 for v, t in ms.items()}
+    print(f"{name:32s} convnet {ms['convnet']:6.2f} ms/step ({per_epoch['convnet']:5.1f} s/epoch)   "
+          f"unfused first layer {ms['unfused']:6.2f} ({per_epoch['unfused']:5.1f} s)   "
+          f"flax layers {ms['flax']:6.2f} ({per_epoch['flax']:6.1f} s)   "
+          f"speed-up vs flax {ms['flax'] / ms['convnet']:4.1f}x, vs unfused {ms['unfused'] / ms['convnet']:4.2f}x", flush=True)  # fmt: skip
   return rows
 
 

@@ -34,7 +34,7 @@ class LayerSpec:
   output_shape: tuple[int, ...]  # per example, without the batch axis
   params: int
   flops: int  # forward FLOPs of the layer as defined (what Keras would compute)
-  executed_flops: int = -1  # what ConvNet computes (less with crop_to_pool); -1: same as flops
+  executed_flops: int = -1  # what ConvNet computes in training (less where it crops or fuses); -1: same as flops
 
   def __post_init__(self):
     if self.executed_flops < 0:
@@ -85,6 +85,8 @@ def normalized(model_config: Mapping[str, Any]) -> dict[str, Any]:
   if cfg["dtype"] not in DTYPES:
     raise ConfigError(f"model.dtype={cfg['dtype']!r} is not allowed; use one of {DTYPES}")
   cfg["crop_to_pool"] = bool(cfg.get("crop_to_pool", ConvNet.crop_to_pool))
+  cfg["fuse_max_channels"] = cfg.get("fuse_max_channels", ConvNet.fuse_max_channels)
+  _check_ints("fuse_max_channels", (cfg["fuse_max_channels"],), 0)
   cfg["ops"] = cfg.get("ops", ConvNet.ops)
   if cfg["ops"] not in OPS:
     raise ConfigError(f"model.ops={cfg.get('ops')!r} is not allowed; use one of {OPS}")
@@ -94,6 +96,11 @@ def normalized(model_config: Mapping[str, Any]) -> dict[str, Any]:
 def _crops_to_pool(cfg: Mapping[str, Any], pool: int) -> bool:
   """Whether a conv is computed only over the rows/columns its pool keeps (see ConvNet.crop_to_pool)."""
   return cfg["crop_to_pool"] and cfg["padding"] == "VALID" and pool > 1
+
+
+def _fuses(cfg: Mapping[str, Any], in_channels: int) -> bool:
+  """Whether a conv layer runs as one ops.conv_relu_pool (see ConvNet.fuse_max_channels)."""
+  return cfg["ops"] == "fast" and in_channels <= cfg["fuse_max_channels"]
 
 
 def layer_specs(model_config: Mapping[str, Any], input_shape: Sequence[int]) -> list[LayerSpec]:
@@ -112,7 +119,7 @@ def layer_specs(model_config: Mapping[str, Any], input_shape: Sequence[int]) -> 
     params = kernel * kernel * channels * features + features
     flops = 2 * kernel * kernel * channels * features * height * width
     executed = flops
-    if _crops_to_pool(cfg, pool) and height >= pool and width >= pool:
+    if (_crops_to_pool(cfg, pool) or _fuses(cfg, channels)) and height >= pool and width >= pool:
       executed = 2 * kernel * kernel * channels * features * (height // pool * pool) * (width // pool * pool)
     specs.append(LayerSpec(f"conv{i}", "Conv2D", (height, width, features), params, flops, executed))
     channels = features
@@ -143,7 +150,8 @@ class Conv2D(nn.Module):
   dtype: Any = jnp.float32  # computation dtype; parameters stay float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, relu_pool: int | None = None) -> jax.Array:
+    """conv(x) + bias; with ``relu_pool=p``, ``max_pool(relu(conv(x) + bias), p)`` by :func:`ops.conv_relu_pool`."""
     kernel = self.param(
       "kernel",
       nn.initializers.lecun_normal(),
@@ -151,6 +159,8 @@ class Conv2D(nn.Module):
     )
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+    if relu_pool is not None:
+      return ops.conv_relu_pool(x, kernel, bias, relu_pool, self.padding)
     return ops.conv2d(x, kernel, self.padding) + bias.reshape(1, 1, 1, -1)
 
 
@@ -162,7 +172,8 @@ class ConvNet(nn.Module):
   sown into the 'intermediates' collection under its :class:`LayerSpec` name (``conv0``, ``pool0``,
   ``flatten``); the parameters live under ``Conv_<i>`` and ``Dense_<j>``, the logits layer last.
   ``ops='flax'`` uses ``nn.Conv``/``nn.max_pool`` instead of :mod:`convnet.ops` (same parameters),
-  as the reference for the fast path.
+  as the reference for the fast path. Collecting 'intermediates' (``mutable=['intermediates']``)
+  runs every layer unfused, so that each conv map can be sown; the logits are the same.
   """
 
   features: Sequence[int] = (64, 64)
@@ -177,6 +188,11 @@ class ConvNet(nn.Module):
   # second conv (-17% of its FLOPs). The sown conv activation then has the cropped size;
   # convnet.inspect turns this off to show the full maps. Reported shapes and FLOPs stay nominal.
   crop_to_pool: bool = True
+  # Conv layers with at most this many input channels (the first layer of a grayscale or RGB network)
+  # run as one ops.conv_relu_pool (conv + ReLU + pool, the full-size map never stored; only the
+  # pooled windows computed) whenever activations are not being collected. 0 = never. Measured
+  # 12-47% faster per training step over the sweep grid (experiments/benchmarks).
+  fuse_max_channels: int = 4
   # Computation dtype: 'float32', or 'bfloat16' for large batches on GPU/TPU (parameters, the loss and
   # the optimizer stay float32; logits are returned as float32). No gain on CPUs without native bf16.
   dtype: str = "float32"
@@ -195,6 +211,9 @@ class ConvNet(nn.Module):
     for i, (features, kernel, pool) in enumerate(
       zip(cfg["features"], cfg["kernel_size"], cfg["pool_size"], strict=True)
     ):
+      if _fuses(cfg, x.shape[-1]) and not self.is_mutable_collection("intermediates"):
+        x = Conv2D(features, kernel, cfg["padding"], dtype=dtype, name=f"Conv_{i}")(x, relu_pool=pool)
+        continue
       if _crops_to_pool(cfg, pool):
         kept_h = (x.shape[1] - kernel + 1) // pool * pool
         kept_w = (x.shape[2] - kernel + 1) // pool * pool

@@ -146,6 +146,42 @@ def test_cropping_to_the_pooled_region_changes_neither_logits_nor_gradients(mode
     assert sown["intermediates"]["conv1"][0].shape == (4, 10, 10, 64)  # 11x11 computed as 10x10
 
 
+@pytest.mark.parametrize(
+  "model_config",
+  [SEED, {"features": (6, 4), "kernel_size": (5, 3), "padding": "SAME", "pool_size": (3, 2), "dense_features": ()}],
+)
+def test_fused_first_layer_changes_neither_logits_nor_gradients(model_config):
+  fused, params = init(model_config)  # fuse_max_channels=4: the 1-channel first conv is fused
+  unfused = fused.clone(fuse_max_channels=0)
+  images = jax.random.randint(jax.random.PRNGKey(3), (4, 28, 28, 1), 0, 256).astype(jnp.uint8)
+
+  def loss(model):
+    return lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, images)))
+
+  logits = fused.apply({"params": params}, images)
+  np.testing.assert_allclose(logits, unfused.apply({"params": params}, images), rtol=1e-5, atol=1e-5)
+  # Collecting activations runs the layer unfused (to sow its full map); same logits.
+  sown_logits, sown = fused.apply({"params": params}, images, mutable=["intermediates"])
+  np.testing.assert_allclose(logits, sown_logits, rtol=1e-5, atol=1e-5)
+  assert "conv0" in sown["intermediates"]
+  for a, b in zip(
+    jax.tree_util.tree_leaves(jax.grad(loss(fused))(params)),
+    jax.tree_util.tree_leaves(jax.grad(loss(unfused))(params)),
+    strict=True,
+  ):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_layer_executed_flops_and_bad_setting():
+  specs = {s.name: s for s in models.layer_specs({**SEED, "kernel_size": 5}, (28, 28, 1))}
+  assert specs["conv0"].executed_flops == specs["conv0"].flops  # 24x24: every output is in a window
+  specs = {s.name: s for s in models.layer_specs({**SEED, "pool_size": 3}, (28, 28, 1))}
+  assert specs["conv0"].flops == 2 * 9 * 64 * 26 * 26
+  assert specs["conv0"].executed_flops == 2 * 9 * 64 * 24 * 24  # fused: only the 8x8 windows of 3x3
+  with pytest.raises(ConfigError, match="fuse_max_channels"):
+    models.layer_specs({**SEED, "fuse_max_channels": -1}, (28, 28, 1))
+
+
 def test_executed_flops_count_the_cropped_conv():
   specs = {s.name: s for s in models.layer_specs(SEED, (28, 28, 1))}
   assert specs["conv1"].flops == 2 * 9 * 64 * 64 * 11 * 11

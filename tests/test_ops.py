@@ -1,4 +1,5 @@
-"""The hand-written gradients of convnet.ops equal autodiff; pooling keeps TF's first-maximum rule."""
+"""The hand-written gradients of convnet.ops equal autodiff; pooling keeps TF's first-maximum rule;
+the fused conv+ReLU+pool block equals the three separate ops."""
 
 import flax.linen as nn
 import jax
@@ -89,3 +90,64 @@ def test_bad_shapes_are_refused():
     ops.conv2d(jnp.zeros((1, 5, 5, 2)), jnp.zeros((3, 3, 1, 4)))
   with pytest.raises(ValueError, match="padding='FULL' is not allowed"):
     ops.conv2d(jnp.zeros((1, 5, 5, 1)), jnp.zeros((3, 3, 1, 4)), "FULL")
+
+
+def separate_block(x, kernel, bias, size, padding):
+  return ops.max_pool(jax.nn.relu(ops.conv2d(x, kernel, padding) + bias.reshape(1, 1, 1, -1)), size)
+
+
+@pytest.mark.parametrize(
+  "x_shape, kernel_shape, size, padding",
+  [
+    ((3, 28, 28, 1), (3, 3, 1, 8), 2, "VALID"),  # the seed's first layer
+    ((2, 28, 28, 1), (5, 5, 1, 4), 2, "VALID"),
+    ((2, 13, 11, 3), (5, 5, 3, 4), 3, "SAME"),  # windows leave rows/columns over
+    ((2, 9, 10, 2), (3, 2, 2, 5), 1, ((1, 0), (2, 1))),
+  ],
+)
+def test_conv_relu_pool_equals_the_separate_ops_ties_included(x_shape, kernel_shape, size, padding):
+  # Small integer inputs make exact ties in the pool windows (and exact zeros before the ReLU)
+  # common, as Fashion-MNIST's blank backgrounds do: the gradient must go where max_pool sends it.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.integers(0, 3, x_shape), jnp.float32)
+  kernel = jnp.asarray(rng.integers(-2, 3, kernel_shape), jnp.float32)
+  bias = jnp.asarray(rng.integers(-1, 2, kernel_shape[-1:]), jnp.float32)
+  expected = separate_block(x, kernel, bias, size, padding)
+  got = ops.conv_relu_pool(x, kernel, bias, size, padding)
+  assert got.shape == expected.shape
+  np.testing.assert_array_equal(got, expected)  # integer-valued sums: exact
+  assert float(jnp.mean(got == 0)) > 0.1  # the ReLU did cut (the test would not see its gradient otherwise)
+  weights = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+
+  def loss(block):
+    return lambda *args: jnp.sum(block(*args, size, padding) * weights)
+
+  want = jax.grad(loss(separate_block), argnums=(0, 1, 2))(x, kernel, bias)
+  have = jax.grad(loss(ops.conv_relu_pool), argnums=(0, 1, 2))(x, kernel, bias)
+  for name, e, g in zip(("x", "kernel", "bias"), want, have, strict=True):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_conv_relu_pool_inside_a_jitted_scan_matches_the_separate_ops():
+  xs = jax.random.uniform(jax.random.PRNGKey(0), (3, 4, 12, 12, 1))
+  kernel = 0.5 * jax.random.normal(jax.random.PRNGKey(1), (3, 3, 1, 6))
+  bias = jnp.full((6,), 0.05)
+
+  def train(block):
+    def step(params, x):
+      grads = jax.grad(lambda p: jnp.sum(jnp.tanh(block(x, p[0], p[1], 2, "VALID"))))(params)
+      return jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads), None
+
+    return lambda: lax.scan(step, (kernel, bias), xs)[0]
+
+  for a, b in zip(jax.jit(train(ops.conv_relu_pool))(), jax.jit(train(separate_block))(), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_relu_pool_refuses_bad_shapes():
+  with pytest.raises(ValueError, match="conv_relu_pool needs"):
+    ops.conv_relu_pool(jnp.zeros((1, 5, 5, 2)), jnp.zeros((3, 3, 1, 4)), jnp.zeros(4), 2)
+  with pytest.raises(ValueError, match="pool does not fit"):
+    ops.conv_relu_pool(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 4)), jnp.zeros(4), 3)
+  with pytest.raises(ValueError, match="too large"):
+    ops.conv_relu_pool(jnp.zeros((1, 40, 40, 1)), jnp.zeros((3, 3, 1, 4)), jnp.zeros(4), 12)
