@@ -7,6 +7,7 @@ Conv 64@3x3 relu -> max pool 2x2 -> Conv 64@3x3 relu -> max pool 2x2 -> Dense 12
 
 Measured on the project's 2-core CPU (experiments/default_run): 88.17% test accuracy after epoch 1,
 91.12% after epoch 5; median 20.4 s per epoch (compilation, 2.2 s, excluded); 118 s wall in all.
+With the fused first layer (commit 0479191): 88.14% / 90.96%, median 12.06 s per epoch, 70 s wall.
 """
 
 import ml_collections
