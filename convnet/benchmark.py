@@ -292,7 +292,7 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
   unfused: ``model.fuse_max_channels=0``) vs plain Flax layers with one jit per step, alternating."""
   import jax
 
-  from convnet import sweep, train
+  from convnet import models, sweep, train
 
   data = _data(data_dir, 0)
   grid = cli.load_config(Path(__file__).resolve().parents[1] / "configs" / "sweep.py")
@@ -306,7 +306,7 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
     seen.add(key)
     config = {**trial.config.to_dict(), "batch_size": batch_size, "steps_per_call": steps}
     programs = {}
-    for variant, fuse in (("convnet", model.get("fuse_max_channels", 4)), ("unfused", 0)):
+    for variant, fuse in (("convnet", models.normalized(model)["fuse_max_channels"]), ("unfused", 0)):
       variant_config = {**config, "model": {**config["model"], "fuse_max_channels": fuse}}
       state = train.create_train_state(jax.random.PRNGKey(0), variant_config, data.image_shape, data.num_classes)
       program = train.EpochProgram(state, data, variant_config, jax.random.PRNGKey(1))

@@ -110,11 +110,20 @@ def _max_pool_fwd(x, size):
   return pooled, (x, pooled)
 
 
+def _unpool(parts):
+  """Per-window-position maps ``parts[i][j]`` (N, h, w, C) -> the full-resolution (N, s*h, s*w, C) map
+  that holds ``parts[i][j]`` at position (i, j) of every s x s window."""
+  size = len(parts)
+  n, h, w, c = parts[0][0].shape
+  rows = [jnp.stack(row, axis=3) for row in parts]  # each (N, h, w, s, C)
+  return jnp.stack(rows, axis=2).reshape(n, h * size, w * size, c)
+
+
 def _max_pool_bwd(size, residuals, grad_out):
   x, pooled = residuals
   windows = _windows(x, size)
   taken = jnp.zeros(pooled.shape, bool)
-  rows = []
+  parts = []
   for i in range(size):
     row = []
     for j in range(size):
@@ -122,10 +131,10 @@ def _max_pool_bwd(size, residuals, grad_out):
       first = is_max & ~taken  # an earlier position in the window already took the gradient
       taken = taken | is_max
       row.append(jnp.where(first, grad_out, jnp.zeros_like(grad_out)))
-    rows.append(jnp.stack(row, axis=3))
-  n, h, w, c = x.shape
-  grad = jnp.stack(rows, axis=2).reshape(n, pooled.shape[1] * size, pooled.shape[2] * size, c)
+    parts.append(row)
+  grad = _unpool(parts)
   # Rows/columns that the floor division left out of every window get no gradient.
+  h, w = x.shape[1:3]
   grad = jnp.pad(grad, ((0, 0), (0, h - grad.shape[1]), (0, w - grad.shape[2]), (0, 0)))
   return (grad,)
 
@@ -219,9 +228,8 @@ def _conv_relu_pool_bwd(size, residuals, grad_out):
   # back to (N, size*out_h, size*out_w, F) as max_pool's gradient does; then conv2d's gradients on
   # the input rows/columns that the windows cover (the rest get none).
   zero = jnp.zeros_like(grad)
-  rows = [jnp.stack([jnp.where(index == a * size + b, grad, zero) for b in range(size)], axis=3) for a in range(size)]
-  n, out_h, out_w, features = grad.shape
-  grad_conv = jnp.stack(rows, axis=2).reshape(n, out_h * size, out_w * size, features)
+  grad_conv = _unpool([[jnp.where(index == a * size + b, grad, zero) for b in range(size)] for a in range(size)])
+  out_h, out_w = grad.shape[1:3]
   covered = x[:, : out_h * size + kernel_h - 1, : out_w * size + kernel_w - 1, :]
   grad_x, grad_kernel = _conv2d_bwd(((0, 0), (0, 0)), (covered, kernel), grad_conv)
   grad_x = jnp.pad(grad_x, ((0, 0), (0, x.shape[1] - covered.shape[1]), (0, x.shape[2] - covered.shape[2]), (0, 0)))
