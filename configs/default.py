@@ -29,15 +29,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.num_train_examples = config_dict.placeholder(int)  # None: all
   config.dataset.num_test_examples = config_dict.placeholder(int)
 
-  # Model: ConvNet(**config.model). kernel_size and pool_size take an int or one int per conv layer
-  # (typed `object` so that the command line accepts either: --config.model.kernel_size='(3,5)').
+  # Model: ConvNet(**config.model), every field of convnet.models.ConvNet. kernel_size and pool_size
+  # take an int or one int per conv layer (typed `object` so that the command line accepts either:
+  # --config.model.kernel_size='(3,5)').
   config.model = ml_collections.ConfigDict()
-  config.model.features = (64, 64)  # one conv layer per entry
+  config.model.features = (64, 64)  # one conv layer per entry, its filter count
   config.model.kernel_size = config_dict.FieldReference(3, field_type=object)
-  config.model.padding = "VALID"
+  config.model.padding = "VALID"  # or 'SAME'
   config.model.pool_size = config_dict.FieldReference(2, field_type=object)  # after each conv; 1 = no pooling
-  config.model.dense_features = (128,)
+  config.model.dense_features = (128,)  # hidden dense layers before the logits
+  config.model.num_classes = config_dict.placeholder(int)  # None: from the data
   config.model.ops = "fast"  # 'fast' (convnet.ops) or 'flax' (nn.Conv / nn.max_pool, the reference)
+  config.model.crop_to_pool = True  # VALID convs computed only where their max pool looks
+  config.model.fuse_max_channels = 4  # conv layers with <= this many input channels: one fused op; 0 = off
+  config.model.dtype = "float32"  # computation dtype: 'float32' or 'bfloat16' (parameters stay float32)
 
   # Optimizer.
   config.optimizer = "adam"  # 'adam' or 'sgd'

@@ -4,7 +4,7 @@
     python -m convnet.main --config=configs/sweep.py:smoke --workdir=/tmp/s         # seconds: 2x2 grid
     python -m convnet.main --config=configs/sweep.py:depth --workdir=runs/depth     # 1, 2, 3 conv blocks
     python -m convnet.main --config=configs/sweep.py --workdir=runs/sweep --config.sweep.seeds='(0,1,2,3,4)'
-    python -m convnet.report runs/sweep                                             # re-make the report
+    python -m convnet.report --workdir=runs/sweep                                   # re-make the report
 
 ``config.sweep`` holds the axes: each field is a tuple of values for the config field of the same
 name (``seeds`` sets ``seed``; ``model__padding`` names ``model.padding`` where a leaf is ambiguous).
@@ -16,11 +16,12 @@ from pathlib import Path
 
 import ml_collections
 
-from convnet import cli
+from convnet import configuration
+from convnet.errors import ConfigError
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  config = cli.load_config(Path(__file__).with_name("default.py"))
+  config = configuration.load_config(Path(__file__).with_name("default.py"))
   config.sweep = ml_collections.ConfigDict()
   config.sweep.features = ((16, 16), (32, 32), (64, 64), (128, 128))  # same count in both conv layers
   config.sweep.kernel_size = (3, 5)
@@ -43,5 +44,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.sweep.features = ((64,), (64, 64), (64, 64, 64))
     config.sweep.kernel_size = (3,)
   elif variant:
-    raise ValueError(f"configs/sweep.py has no variant {variant!r}; use '', 'smoke' or 'depth'")
+    raise ConfigError(f"configs/sweep.py has no variant {variant!r}; use configs/sweep.py, :smoke or :depth")
   return config

@@ -1,290 +1,95 @@
-"""Side-by-side timing of convnet against Keras (TensorFlow) and PyTorch, and over the sweep grid.
+"""Side-by-side timing of convnet against PyTorch and Keras (TensorFlow), and over the sweep grid.
 
-    pip install -e .[bench]                                   # the peers (optional)
-    python -m convnet.benchmark --epochs=3                    # seed network, all three, alternating
+    pip install -e ".[bench]"                                 # the peers (optional)
+    python -m convnet.benchmark --epochs=3                    # seed network: convnet and every peer variant
     python -m convnet.benchmark --mode=grid --steps=200       # ms/step over the sweep grid
+    python -m convnet.benchmark --mode=xla                    # the XLA:CPU slow paths convnet avoids
 
-Peers mode: each implementation trains the same network (Conv 64@3x3 → pool → Conv 64@3x3 → pool →
-Dense 128 → Dense 10, VALID), on the same uint8 data scaled to [0, 1], batch 32, Adam 1e-3, shuffled
-every epoch, each in its own worker process. The coordinator runs epoch 1 of every implementation,
-then epoch 2 of every one, and so on, so that the machine's drift hits all alike; only one worker
-computes at a time. Compilation (convnet) is timed separately; Keras traces its step during its first
-epoch, so the figure compared is the median of epochs 2..N. A peer that is not installed is skipped.
+Peers mode (``convnet.peers``): convnet and each peer variant train the seed network of
+``configs/default.py`` in their own processes, alternating epochs. Compilation (convnet) is timed
+apart; peers that trace or compile in their first epoch are compared on the median of epochs
+2..N, and so is convnet. The table gives convnet's time over each variant's, then over each peer's
+fastest variant: the ratios to quote.
 
 Grid mode: for each configuration of ``configs/sweep.py``, ms/step of convnet's whole-epoch program,
 of the same with its first layer unfused (``model.fuse_max_channels=0``, the ablation of
 ``ops.conv_relu_pool``), and of plain Flax layers (``nn.Conv``/``nn.max_pool``) with one jit per step,
 alternating.
+
+XLA mode (``--mode=xla``): the three XLA:CPU slow paths that ``convnet.ops`` and ``convnet.runtime``
+avoid, each timed at the seed network's shapes against what convnet does instead.
 """
 
-from convnet import runtime
+import statistics
+import time
+from typing import Any
 
-runtime.configure_xla()
+from absl import flags
 
-from collections.abc import Callable  # noqa: E402
-import importlib.util  # noqa: E402
-import multiprocessing  # noqa: E402
-from pathlib import Path  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-from absl import flags  # noqa: E402
-import numpy as np  # noqa: E402
-
-from convnet import cli  # noqa: E402
-
-IMPLEMENTATIONS = ("convnet", "pytorch", "keras")
-PEER_MODULES = {"pytorch": "torch", "keras": "tensorflow"}
-
-flags.DEFINE_enum("mode", "peers", ["peers", "grid"], "peers: convnet vs Keras vs PyTorch; grid: the sweep grid.")
-flags.DEFINE_integer("epochs", 3, "Epochs per implementation (peers mode); >= 2 for a steady figure.")
-flags.DEFINE_list("impls", list(IMPLEMENTATIONS), "Implementations to compare (peers mode).")
-flags.DEFINE_integer("batch_size", 32, "Batch size.")
-flags.DEFINE_integer("num_train_examples", 0, "Limit the train set (0 = all 60,000).")
-flags.DEFINE_integer("steps", 200, "Timed steps per configuration and repeat (grid mode).")
-flags.DEFINE_integer("repeats", 3, "Alternating repeats per configuration (grid mode).")
-flags.DEFINE_string("data_dir", None, "IDX directory (default: the Debian package's).")
-FLAGS = flags.FLAGS
+from convnet import cli, configuration, peers
 
 
-def _data(data_dir: str | None, num_train: int):
-  from convnet import input_pipeline
-
-  config = {"source": "idx", "dir": data_dir or input_pipeline.DEFAULT_IDX_DIR}
-  if num_train:
-    config["num_train_examples"] = num_train
-  return input_pipeline.get_datasets(config)
-
-
-# --- workers: each builds its model, then trains one epoch per request ------------------------------
-
-
-def _convnet_worker(data, batch_size: int) -> tuple[dict[str, float], Callable[[int], dict[str, float]]]:
-  import jax
-
-  from convnet import train
-
-  config = {
-    "model": {"features": (64, 64), "kernel_size": 3, "dense_features": (128,)},
-    "optimizer": "adam",
-    "learning_rate": 1e-3,
-    "batch_size": batch_size,
-    "eval_batch_size": 500,
-    "steps_per_call": 0,  # the whole epoch in one compiled call
-  }
-  init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(0))
-  holder = {"state": train.create_train_state(init_rng, config, data.image_shape, data.num_classes)}
-  program = train.EpochProgram(holder["state"], data, config, shuffle_rng)
-
-  def epoch(index: int) -> dict[str, float]:
-    start = time.perf_counter()
-    holder["state"], metrics = program.train_epoch(holder["state"], index)
-    seconds = time.perf_counter() - start
-    return {
-      "epoch_seconds": seconds,
-      "train_loss": metrics["loss"],
-      "test_accuracy": program.evaluate(holder["state"])["accuracy"],
-    }
-
-  return {"compile_seconds": program.compile_seconds, "peak_gflops": _measure_peak_gflops()}, epoch
-
-
-def _measure_peak_gflops() -> float:
-  """The best fp32 GEMM rate this machine reaches through XLA (median of 2048^3 matmuls)."""
-  import jax
-  import jax.numpy as jnp
-
-  a = jax.random.normal(jax.random.PRNGKey(0), (2048, 2048), jnp.float32)
-  matmul = jax.jit(lambda x, y: x @ y)
-  matmul(a, a).block_until_ready()
-  times = []
-  for _ in range(7):
-    start = time.perf_counter()
-    matmul(a, a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2 * 2048**3 / statistics.median(times) / 1e9
-
-
-def _pytorch_worker(data, batch_size: int):
-  import torch
-  from torch import nn
-
-  torch.manual_seed(0)
-  model = nn.Sequential(
-    nn.Conv2d(1, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, data.num_classes),
-  )  # fmt: skip
-  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-  loss_fn = nn.CrossEntropyLoss()
-  to_tensor = lambda images: torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)  # noqa: E731
-  x_train, y_train = to_tensor(data.train_images), torch.from_numpy(data.train_labels.astype(np.int64))
-  x_test, y_test = to_tensor(data.test_images), torch.from_numpy(data.test_labels.astype(np.int64))
-
-  def epoch(index: int) -> dict[str, float]:
-    model.train()
-    order = torch.randperm(len(y_train))
-    start = time.perf_counter()
-    total = torch.zeros(())
-    for begin in range(0, len(order), batch_size):
-      batch = order[begin : begin + batch_size]
-      optimizer.zero_grad(set_to_none=True)
-      loss = loss_fn(model(x_train[batch]), y_train[batch])
-      loss.backward()
-      optimizer.step()
-      total += loss.detach() * len(batch)  # no host read per step
-    seconds = time.perf_counter() - start
-    total = float(total)
-    model.eval()
-    with torch.no_grad():
-      correct = sum(
-        int((model(x_test[i : i + 500]).argmax(1) == y_test[i : i + 500]).sum()) for i in range(0, len(y_test), 500)
-      )
-    return {"epoch_seconds": seconds, "train_loss": total / len(y_train), "test_accuracy": correct / len(y_test)}
-
-  return {"threads": torch.get_num_threads(), "version": torch.__version__}, epoch
-
-
-def _keras_worker(data, batch_size: int):
-  import os
-
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import tensorflow as tf
-
-  tf.random.set_seed(0)
-  keras = tf.keras
-  model = keras.Sequential([
-    keras.Input(data.image_shape),
-    keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(2),
-    keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(2),
-    keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(data.num_classes),
-  ])  # fmt: skip
-  model.compile(
-    optimizer=keras.optimizers.Adam(1e-3),
-    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    metrics=["accuracy"],
+def define_flags(values: flags.FlagValues) -> None:
+  define = {"flag_values": values}
+  modes = ["peers", "grid", "xla"]
+  flags.DEFINE_enum(
+    "mode", "peers", modes, "peers: convnet vs its peers; grid: the sweep grid; xla: XLA:CPU paths.", **define
   )
-  x_train, y_train = data.train_images.astype(np.float32) / 255.0, data.train_labels
-  x_test, y_test = data.test_images.astype(np.float32) / 255.0, data.test_labels
-
-  def epoch(index: int) -> dict[str, float]:
-    start = time.perf_counter()
-    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
-    seconds = time.perf_counter() - start
-    _, accuracy = model.evaluate(x_test, y_test, batch_size=500, verbose=0)
-    return {
-      "epoch_seconds": seconds,
-      "train_loss": float(history.history["loss"][-1]),
-      "test_accuracy": float(accuracy),
-    }
-
-  return {"version": tf.__version__}, epoch
+  flags.DEFINE_integer("epochs", 3, "Epochs per implementation (peers mode); >= 2 for a steady figure.", **define)
+  flags.DEFINE_list("impls", list(peers.IMPLEMENTATIONS), "Implementations to compare (peers mode).", **define)
+  flags.DEFINE_integer("batch_size", 32, "Batch size.", **define)
+  flags.DEFINE_integer("num_train_examples", 0, "Limit the train set (0 = all 60,000).", **define)
+  flags.DEFINE_integer("steps", 200, "Timed steps per configuration and repeat (grid mode).", **define)
+  flags.DEFINE_integer("repeats", 3, "Alternating repeats per configuration (grid mode).", **define)
+  flags.DEFINE_string("data_dir", None, "IDX directory (default: configs/default.py's).", **define)
 
 
-WORKERS = {"convnet": _convnet_worker, "pytorch": _pytorch_worker, "keras": _keras_worker}
+def _data_config(data_dir: str | None, num_train: int) -> dict[str, Any]:
+  dataset = configuration.load_config("configs/default.py").dataset.to_dict()
+  dataset.update({"dir": data_dir or dataset["dir"], "num_train_examples": num_train or None})
+  return dataset
 
 
-def _serve(name: str, data_dir: str | None, num_train: int, batch_size: int, connection) -> None:
-  """A worker process: set up, report, then one epoch per request until told to stop."""
-  if name == "convnet":
-    runtime.configure_xla()
-  try:
-    data = _data(data_dir, num_train)
-    start = time.perf_counter()
-    info, epoch = WORKERS[name](data, batch_size)
-    info["setup_seconds"] = time.perf_counter() - start
-    connection.send(("ready", info))
-    while (request := connection.recv()) is not None:
-      connection.send(("epoch", epoch(request)))
-  except Exception as e:  # noqa: BLE001 - reported to the coordinator, which carries on without it
-    connection.send(("error", f"{type(e).__name__}: {e}"))
+def _say(text: str) -> None:
+  print(text, flush=True)
 
 
-def run_peers(impls, epochs: int, batch_size: int, num_train: int, data_dir: str | None) -> dict[str, Any]:
-  """Alternating epochs of each implementation; prints and returns the table."""
-  context = multiprocessing.get_context("spawn")
-  workers = {}
-  for name in impls:
-    if name not in WORKERS:
-      cli.fail(f"--impls has {name!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
-    if name in PEER_MODULES and importlib.util.find_spec(PEER_MODULES[name]) is None:
-      print(f"note: {name} skipped: {PEER_MODULES[name]} is not installed (pip install -e .[bench])")
-      continue
-    parent, child = context.Pipe()
-    process = context.Process(target=_serve, args=(name, data_dir, num_train, batch_size, child), daemon=True)
-    process.start()
-    workers[name] = (process, parent)
-  infos, results = {}, {name: [] for name in workers}
-  for name, (process, connection) in list(workers.items()):  # set-up one at a time, too
-    kind, payload = connection.recv()
-    if kind == "error":
-      print(f"note: {name} skipped: {payload}")
-      del workers[name], results[name]
-      process.kill()
-      continue
-    infos[name] = payload
-    print(f"{name}: ready ({payload})", flush=True)
-  for epoch in range(1, epochs + 1):
-    for name, (_, connection) in workers.items():
-      connection.send(epoch)
-      kind, payload = connection.recv()
-      if kind == "error":
-        cli.fail(f"{name} failed in epoch {epoch}: {payload}")
-      results[name].append(payload)
-      print(
-        f"epoch {epoch} {name:8s} {payload['epoch_seconds']:7.2f} s  test acc {100 * payload['test_accuracy']:.2f}%",
-        flush=True,
-      )
-  for process, connection in workers.values():
-    connection.send(None)
-    process.join(timeout=30)
-  return _print_peer_table(results, infos, num_train or 60000, batch_size)
-
-
-def _print_peer_table(results, infos, num_train: int, batch_size: int) -> dict[str, Any]:
+def print_peer_table(results, infos, batch_size: int) -> dict[str, float]:
+  """Prints s/epoch, accuracy and convnet's ratio per implementation and per peer's fastest variant."""
   from convnet import models
 
-  specs = models.layer_specs(
-    {"features": (64, 64), "kernel_size": 3, "dense_features": (128,), "num_classes": 10}, (28, 28, 1)
-  )
-  # Training FLOPs: forward + input gradient + weight gradient, except the first layer's input gradient.
-  nominal = 3 * sum(s.flops for s in specs) - specs[0].flops
-  executed = 3 * sum(s.executed_flops for s in specs) - specs[0].executed_flops  # convnet skips what pools drop
+  num_train = next(iter(infos.values()))["num_train"]
   steady = {name: statistics.median(r["epoch_seconds"] for r in (runs[1:] or runs)) for name, runs in results.items()}
-  print()
-  print(f"Seed network, batch {batch_size}, Adam 1e-3, {num_train:,} train images; s/epoch = median of epochs 2..N")
-  print(
-    f"{'implementation':14s} {'epoch 1 s':>10s} {'s/epoch':>9s} {'examples/s':>11s} {'test acc':>9s} {'convnet/this':>13s}"
-  )
+  print(f"\nSeed network (configs/default.py), batch {batch_size}, Adam, {num_train:,} train images; "
+        "s/epoch = median of epochs 2..N")  # fmt: skip
+  print(f"{'implementation':16s} {'epoch 1 s':>10s} {'s/epoch':>9s} {'examples/s':>11s} {'test acc':>9s} "
+        f"{'convnet/this':>13s}  settings")  # fmt: skip
   for name, runs in results.items():
     ratio = steady["convnet"] / steady[name] if "convnet" in steady else float("nan")
-    print(
-      f"{name:14s} {runs[0]['epoch_seconds']:10.2f} {steady[name]:9.2f} {num_train / steady[name]:11,.0f} "
-      f"{100 * runs[-1]['test_accuracy']:8.2f}% {ratio:13.2f}"
-    )
+    print(f"{name:16s} {runs[0]['epoch_seconds']:10.2f} {steady[name]:9.2f} {num_train / steady[name]:11,.0f} "
+          f"{100 * runs[-1]['test_accuracy']:8.2f}% {ratio:13.2f}  {infos[name].get('settings', '')}")  # fmt: skip
+  fastest = {}
+  for name in steady:
+    if name != "convnet" and steady[name] < steady.get(fastest.get(peers.family(name)), float("inf")):
+      fastest[peers.family(name)] = name
   if "convnet" in steady:
+    for peer, name in fastest.items():
+      print(
+        f"convnet / {peer}'s fastest variant ({name}, {steady[name]:.2f} s): {steady['convnet'] / steady[name]:.2f}"
+      )
+    info = infos["convnet"]
+    config = peers.seed_config(batch_size).to_dict()
+    specs = models.layer_specs(configuration.model_kwargs(config, info["num_classes"]), info["image_shape"])
+    # Training FLOPs: forward + input gradient + weight gradient, except the first layer's input gradient.
+    nominal = 3 * sum(s.flops for s in specs) - specs[0].flops
+    executed = 3 * sum(s.executed_flops for s in specs) - specs[0].executed_flops  # convnet skips what pools drop
     achieved = executed * num_train / steady["convnet"] / 1e9
     peak = infos["convnet"]["peak_gflops"]
     print(f"convnet compile: {infos['convnet']['compile_seconds']:.2f} s (excluded above)")
     print(f"convnet executes {executed / 1e6:.2f} MFLOP per training example (the network as defined: {nominal / 1e6:.2f}; "
           f"the rows/columns the pools drop are not computed) -> {achieved:.1f} GFLOP/s = {100 * achieved / peak:.0f}% "
           f"of this machine's measured fp32 GEMM peak ({peak:.0f} GFLOP/s, 2048^3 matmul)")  # fmt: skip
-  return {"steady_seconds": steady, "results": results, "infos": infos}
-
-
-def _one_step(state, images, labels, indices, mask):
-  """One jitted train step that gathers its batch inside the jit (the plain-Flax baseline)."""
-  import jax
-
-  from convnet import train
-
-  global _ONE_STEP
-  if _ONE_STEP is None:
-    _ONE_STEP = jax.jit(lambda s, x, y, i, m: train._train_step(s, x[i], y[i], m))
-  return _ONE_STEP(state, images, labels, indices, mask)
-
-
-_ONE_STEP = None
+  return steady
 
 
 def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) -> list[dict[str, Any]]:
@@ -292,21 +97,19 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
   unfused: ``model.fuse_max_channels=0``) vs plain Flax layers with one jit per step, alternating."""
   import jax
 
-  from convnet import models, sweep, train
+  from convnet import input_pipeline, sweep, train
 
-  data = _data(data_dir, 0)
-  grid = cli.load_config(Path(__file__).resolve().parents[1] / "configs" / "sweep.py")
-  rows = []
-  seen = set()
-  for trial in sweep.expand(grid):
-    model = dict(trial.config.model)
+  data = input_pipeline.get_datasets(_data_config(data_dir, 0))
+  rows, seen = [], set()
+  for trial in sweep.expand(configuration.load_config("configs/sweep.py")):
+    model = trial.config.model.to_dict()
     key = (tuple(model["features"]), model["kernel_size"])
     if key in seen:
       continue
     seen.add(key)
     config = {**trial.config.to_dict(), "batch_size": batch_size, "steps_per_call": steps}
     programs = {}
-    for variant, fuse in (("convnet", models.normalized(model)["fuse_max_channels"]), ("unfused", 0)):
+    for variant, fuse in (("convnet", model["fuse_max_channels"]), ("unfused", 0)):
       variant_config = {**config, "model": {**config["model"], "fuse_max_channels": fuse}}
       state = train.create_train_state(jax.random.PRNGKey(0), variant_config, data.image_shape, data.num_classes)
       program = train.EpochProgram(state, data, variant_config, jax.random.PRNGKey(1))
@@ -326,7 +129,8 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
         programs[variant][1] = state
       start = time.perf_counter()
       for i in range(flax_steps):
-        flax_state, metrics = _one_step(flax_state, images, labels, indices[i], mask[i])
+        batch = {"image": images[indices[i]], "label": labels[indices[i]], "mask": mask[i]}
+        flax_state, metrics = train.train_step(flax_state, batch)
       jax.block_until_ready(metrics)
       times["flax"].append((time.perf_counter() - start) / flax_steps * 1e3)
     ms = {variant: statistics.median(t[1:]) for variant, t in times.items()}
@@ -340,15 +144,122 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
   return rows
 
 
-def main(argv):
-  del argv
-  if FLAGS.mode == "peers":
-    if FLAGS.epochs < 1:
-      cli.fail(f"--epochs={FLAGS.epochs} is not allowed; use >= 1 (>= 2 for a steady figure)")
-    run_peers(FLAGS.impls, FLAGS.epochs, FLAGS.batch_size, FLAGS.num_train_examples, FLAGS.data_dir)
-  else:
-    run_grid(FLAGS.steps, FLAGS.repeats, FLAGS.batch_size, FLAGS.data_dir)
+def _median_ms(fn, *args, repeats: int = 15) -> float:
+  import jax
+
+  jax.block_until_ready(fn(*args))  # compile and warm up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append((time.perf_counter() - start) * 1e3)
+  return statistics.median(times)
+
+
+def _conv_ms(use_flag: bool, connection) -> None:
+  """In a fresh process: forward + both gradients of the seed's second conv, with or without the flag."""
+  import os
+
+  from convnet import runtime
+
+  flags_now = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in runtime.CPU_FLAGS]
+  os.environ["XLA_FLAGS"] = " ".join(flags_now + (list(runtime.CPU_FLAGS) if use_flag else []))
+  import jax
+  from jax import lax
+
+  x, kernel = (
+    jax.random.normal(jax.random.PRNGKey(0), (32, 13, 13, 64)),
+    jax.random.normal(jax.random.PRNGKey(1), (3, 3, 64, 64)),
+  )
+  conv = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
+  connection.send(_median_ms(jax.jit(jax.grad(lambda x, k: conv(x, k).sum(), argnums=(0, 1))), x, kernel))
+
+
+def run_xla_paths() -> None:
+  """Times the three XLA:CPU slow paths that convnet.ops and convnet.runtime avoid, at the seed's shapes."""
+  import multiprocessing
+
+  import flax.linen as nn
+  import jax
+  from jax import lax
+
+  from convnet import ops
+
+  key = jax.random.PRNGKey(0)
+  maps = jax.random.normal(key, (32, 26, 26, 64))  # the seed's first conv output at batch 32
+  pool = {
+    "reduce_window (nn.max_pool)": lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)).sum(),
+    "reshape-max (ops.max_pool)": lambda x: ops.max_pool(x, 2).sum(),
+  }
+  pool_ms = {name: _median_ms(jax.jit(jax.grad(fn)), maps) for name, fn in pool.items()}
+  print("max pool 2x2 gradient, (32, 26, 26, 64): " + ", ".join(f"{n} {t:.2f} ms" for n, t in pool_ms.items()))
+
+  context = multiprocessing.get_context("spawn")
+  conv_ms = {}
+  for use_flag in (False, True):
+    parent, child = context.Pipe()
+    process = context.Process(target=_conv_ms, args=(use_flag, child))
+    process.start()
+    conv_ms[use_flag] = parent.recv()
+    process.join()
+  print(f"conv 3x3 forward + gradients, (32, 13, 13, 64) x (3, 3, 64, 64), one jit: without the flag (YNNPACK) "
+        f"{conv_ms[False]:.2f} ms, with {runtime_flag()} (Eigen) {conv_ms[True]:.2f} ms")  # fmt: skip
+
+  x, kernel = jax.random.normal(key, (32, 13, 13, 64)), jax.random.normal(key, (3, 3, 64, 64))
+  convs = {
+    "autodiff of lax.conv": lambda x, k: lax.conv_general_dilated(
+      x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    ),
+    "ops.conv2d": ops.conv2d,
+  }
+  steps = 5
+  scan_ms = {}
+  for name, conv in convs.items():
+    grad = jax.grad(lambda x, k, conv=conv: conv(x, k).sum(), argnums=(0, 1))
+
+    def body(carry, _, grad=grad):
+      grad_x, grad_k = grad(x + carry, kernel)
+      return carry + 1e-6 * (grad_x.mean() + grad_k.mean()), None
+
+    scanned = jax.jit(lambda body=body: lax.scan(body, 0.0, None, length=steps)[0])
+    scan_ms[name] = _median_ms(scanned, repeats=5) / steps
+  print(
+    f"the same conv's gradients inside a lax.scan ({steps} steps): "
+    + ", ".join(f"{n} {t:.2f} ms/step" for n, t in scan_ms.items())
+  )
+
+
+def runtime_flag() -> str:
+  from convnet import runtime
+
+  return " ".join(runtime.CPU_FLAGS)
+
+
+def main(values: flags.FlagValues) -> None:
+  from convnet import provenance
+
+  environment = provenance.environment()
+  code = provenance.code_label(provenance.code_record())
+  _say(f"backend {environment['backend']}, device {environment['device']}, {environment['machine']}; {code}")
+  if values.mode == "grid":
+    run_grid(values.steps, values.repeats, values.batch_size, values.data_dir)
+    return
+  if values.mode == "xla":
+    run_xla_paths()
+    return
+  if values.epochs < 1:
+    cli.fail(f"--epochs={values.epochs} is not allowed; use >= 1 (>= 2 for a steady figure)")
+  unknown = [name for name in values.impls if name not in peers.IMPLEMENTATIONS]
+  if unknown:
+    cli.fail(f"--impls has {unknown[0]!r}; allowed: {', '.join(peers.IMPLEMENTATIONS)}")
+  data_config = _data_config(values.data_dir, values.num_train_examples)
+  try:
+    results, infos = peers.run_alternating(values.impls, values.epochs, values.batch_size, data_config, _say)
+  except RuntimeError as e:
+    cli.fail(str(e))
+  if results:
+    print_peer_table(results, infos, values.batch_size)
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -1,22 +1,50 @@
-"""What every command-line entry shares: flag parsing and errors as one line with exit status 1.
+"""What every command-line entry shares: flags, the XLA set-up, and errors as one line with exit status 1.
 
-Entry points call :func:`run` instead of ``absl.app.run``: a bad ``--config.x=y`` (unknown field,
-unparsable value) or a :class:`~convnet.errors.ConvnetError` raised by the job is printed as one
-``error: ...`` line on stderr instead of a traceback.
+Every ``python -m convnet.X`` module follows one pattern::
+
+    def define_flags(values: flags.FlagValues) -> None:   # its flags, on the FlagValues it is given
+      cli.define_config(values)                           # --config=PATH[:VARIANT] with --config.x=y
+      flags.DEFINE_string("workdir", None, "...", flag_values=values)
+
+    def main(values: flags.FlagValues) -> None: ...      # the job, from the parsed flags
+
+    if __name__ == "__main__":
+      cli.run(main, define_flags)
+
+Importing the module defines nothing; :func:`run` sets the XLA flags, defines and parses the flags,
+and prints a bad flag, an unexpected argument or a :class:`~convnet.errors.ConvnetError` from the
+job as one ``error: ...`` line on stderr (exit status 1). :func:`parse` parses into fresh
+FlagValues, for tests and tools that check a command line without running it.
 """
 
-from collections.abc import Callable, Sequence
-import importlib.util
+from collections.abc import Callable, Iterator, Sequence
+import contextlib
 import logging
-import os
-from pathlib import Path
 import re
 import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
-from convnet.errors import ConvnetError
+from convnet import runtime
+from convnet.errors import ConfigError, ConvnetError
+
+DefineFlags = Callable[[flags.FlagValues], None]
+
+
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def define_config(values: flags.FlagValues, required: bool = True) -> None:
+  """``--config=PATH[:VARIANT]`` (an ml_collections config file) and its ``--config.x=y`` overrides."""
+  config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/default.py or configs/sweep.py:smoke.", flag_values=values
+  )
+  if required:
+    flags.mark_flag_as_required("config", flag_values=values)
 
 
 def _unknown_field(error: Exception, argv: Sequence[str]) -> str:
@@ -31,43 +59,105 @@ def _unknown_field(error: Exception, argv: Sequence[str]) -> str:
   return f"unknown config field {text.splitlines()[0]}{suffix}"
 
 
-def fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(1)
+def _reason(error: Exception) -> str:
+  """One line for a flag error. ml_collections wraps an error raised in a config file's get_config
+  in the traceback's text; the reason is its last line."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  if not lines:
+    return type(error).__name__
+  if "Traceback (most recent call last)" in str(error):
+    flag = lines[0].split(":", 1)[0]
+    reason = re.sub(r"^[\w.]*(Error|Exception): ", "", lines[-1])
+    return f"{flag}: {reason}"
+  return lines[0]
 
 
-def parse_flags(argv: Sequence[str]) -> list[str]:
+def _resolve_config_path(argv: Sequence[str]) -> list[str]:
+  """argv with ``--config=PATH[:VARIANT]``'s PATH resolved (a shipped config if not found from here)."""
+  from convnet import configuration  # imported on use: it imports the model (jax, flax)
+
+  resolved = list(argv)
+  for i, arg in enumerate(resolved):
+    if arg.startswith("--config="):
+      path, colon, variant = arg[len("--config=") :].partition(":")
+      resolved[i] = f"--config={configuration.resolve_path(path)}{colon}{variant}"
+    elif arg == "--config" and i + 1 < len(resolved):
+      path, colon, variant = resolved[i + 1].partition(":")
+      resolved[i + 1] = f"{configuration.resolve_path(path)}{colon}{variant}"
+  return resolved
+
+
+@contextlib.contextmanager
+def _sys_argv(argv: list[str]) -> Iterator[None]:
+  """ml_collections' config flag finds its --config.x=y overrides in sys.argv at parse time."""
+  saved, sys.argv = sys.argv, argv
   try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:
-    fail(_unknown_field(e, argv))
-  except (flags.Error, TypeError, ValueError) as e:
-    fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    yield
+  finally:
+    sys.argv = saved
 
 
-def run(main: Callable[[list[str]], None], allow_positional: bool = False) -> None:
-  """``absl.app.run(main)`` with one-line errors for bad flags and ConvnetErrors."""
+def _positionals(values: flags.FlagValues, argv: Sequence[str]) -> list[str]:
+  """The arguments of ``argv`` that are neither flags nor a flag's value (``--workdir DIR``)."""
+  found, expecting_value = [], False
+  for arg in argv[1:]:
+    if expecting_value:
+      expecting_value = False
+    elif arg.startswith("-"):
+      name = arg.lstrip("-").split("=", 1)[0]
+      expecting_value = "=" not in arg and name in values and not values[name].boolean
+    else:
+      found.append(arg)
+  return found
+
+
+def _parse_into(values: flags.FlagValues, argv: Sequence[str]) -> list[str]:
+  if any(arg in ("-h", "--help", "--helpshort", "-?") for arg in argv[1:]):  # absl's exits 1; help is no error
+    doc = (sys.modules["__main__"].__doc__ or "").strip()
+    print(f"{doc}\n\nFlags:\n{values.main_module_help()}" if doc else values.main_module_help())
+    sys.exit(0)
+  extra = _positionals(values, argv)
+  if extra:
+    fail(f"unexpected argument {extra[0]!r}: this command takes flags only (--help lists them)")
+  try:
+    argv = _resolve_config_path(argv)
+  except ConfigError as e:
+    fail(str(e))
+  with _sys_argv(argv):
+    try:
+      rest = values(argv)
+      if "config" in values and values["config"].value is not None:
+        values.config.get("seed")  # a config file that failed to load raises on first use: now, not mid-job
+    except (AttributeError, KeyError) as e:
+      fail(_unknown_field(e, argv))
+    except (flags.Error, TypeError, ValueError, OSError) as e:
+      missing = re.search(r"Flag --(\w+) must have a value other than None", str(e))
+      fail(f"--{missing.group(1)} is required (--help lists the flags)" if missing else _reason(e))
+  return rest
+
+
+def parse(argv: Sequence[str], define_flags: DefineFlags) -> flags.FlagValues:
+  """``argv`` (program name first) parsed into fresh FlagValues defined by ``define_flags``."""
+  values = flags.FlagValues()
+  define_flags(values)
+  _parse_into(values, argv)
+  return values
+
+
+def run(main: Callable[[flags.FlagValues], None], define_flags: DefineFlags | None = None) -> None:
+  """The entry point: XLA flags, then ``main(FLAGS)`` with one-line errors (see the module docstring)."""
+  runtime.configure_xla()  # before anything starts JAX's backend
+  if define_flags is not None:
+    define_flags(flags.FLAGS)
 
   def guarded(argv):
+    del argv
     # Our own progress at INFO; libraries at WARNING (orbax logs every step of every checkpoint).
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("convnet").setLevel(logging.INFO)
-    if len(argv) > 1 and not allow_positional:
-      fail(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-      main(argv)
+      main(flags.FLAGS)
     except ConvnetError as e:
       fail(str(e))
 
-  app.run(guarded, flags_parser=parse_flags)
-
-
-def load_config(path: str | os.PathLike):
-  """Loads a config file by path, as ``--config=PATH[:VARIANT]`` does: ``get_config(VARIANT)``."""
-  path, _, variant = str(path).partition(":")
-  spec = importlib.util.spec_from_file_location(f"_convnet_config_{Path(path).stem}", path)
-  if spec is None or not Path(path).is_file():
-    raise FileNotFoundError(f"{path}: config file not found")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
+  app.run(guarded, flags_parser=lambda argv: _parse_into(flags.FLAGS, argv))

@@ -13,14 +13,13 @@ On a CPU it runs (and is tested) too, but gains nothing: the step already uses e
 """
 
 from collections.abc import Mapping, Sequence
-import functools
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from convnet import input_pipeline, train
+from convnet import batching, configuration, input_pipeline, train
 
 
 def _per_seed(metrics: Mapping[str, jax.Array], count: int) -> list[dict[str, float]]:
@@ -28,18 +27,10 @@ def _per_seed(metrics: Mapping[str, jax.Array], count: int) -> list[dict[str, fl
   return [train.summarize({k: v[i] for k, v in host.items()}) for i in range(count)]
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def _train_steps(states, images, labels, batch_indices, batch_mask):
-  return jax.vmap(train.train_steps.__wrapped__, in_axes=(0, None, None, 0, 0))(
-    states, images, labels, batch_indices, batch_mask
-  )
-
-
-@jax.jit
-def _evaluate(states, images, labels, batch_indices, batch_mask):
-  return jax.vmap(train.evaluate_batches.__wrapped__, in_axes=(0, None, None, None, None))(
-    states, images, labels, batch_indices, batch_mask
-  )
+# The trainer's own step and evaluation, mapped over a leading seeds axis of the states (and of the
+# batch order, in training); the data is shared.
+_train_chunks = jax.jit(jax.vmap(train.scan_updates, in_axes=(0, None, None, 0, 0)), donate_argnums=0)
+_evaluate = jax.jit(jax.vmap(train.scan_metrics, in_axes=(0, None, None, None, None)))
 
 
 class SeedsProgram:
@@ -50,7 +41,7 @@ class SeedsProgram:
       raise ValueError(f"seeds={tuple(seeds)} must be distinct and non-empty")
     self.seeds = tuple(seeds)
     config = dict(config)
-    train.check_config({**config, "seed": 0})
+    configuration.check_config({**config, "seed": 0})
     keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
     init_keys, self.shuffle_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
     self.states = jax.vmap(lambda k: train.create_train_state(k, config, data.image_shape, data.num_classes))(init_keys)
@@ -58,12 +49,12 @@ class SeedsProgram:
     self.test_images, self.test_labels = jax.device_put(data.test_images), jax.device_put(data.test_labels)
     self.num_train, self.batch_size = len(data.train_labels), config["batch_size"]
     self.eval_indices, self.eval_mask = (
-      jnp.asarray(a) for a in train.batch_layout(len(data.test_labels), config["eval_batch_size"])
+      jnp.asarray(a) for a in batching.batch_layout(len(data.test_labels), config["eval_batch_size"])
     )
     start = time.perf_counter()
-    self._shuffle = jax.jit(jax.vmap(lambda k: train.shuffled_batches(k, self.num_train, self.batch_size)))
+    self._shuffle = jax.jit(jax.vmap(lambda k: batching.shuffled_batches(k, self.num_train, self.batch_size)))
     indices, mask = self._shuffle(self._epoch_keys(0))
-    self._step = _train_steps.lower(self.states, self.images, self.labels, indices, mask).compile()
+    self._step = _train_chunks.lower(self.states, self.images, self.labels, indices, mask).compile()
     self._eval = _evaluate.lower(
       self.states, self.test_images, self.test_labels, self.eval_indices, self.eval_mask
     ).compile()

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convnet import checkpoints, input_pipeline, logs, models, ops
+from convnet import checkpoints, configuration, input_pipeline, logs, models, ops, plots
 from convnet.errors import ConfigError, DataError
 
 # The course's 3x3 filters (its sidebar on convolutions), plus the Sobel pair.
@@ -56,7 +56,7 @@ def load_run(workdir: str | Path) -> Run:
   if config is None:
     raise DataError(f"{workdir / logs.CONFIG_FILE}: not found; {workdir} is not a convnet run")
   data = input_pipeline.get_datasets(config["dataset"])
-  kwargs = train.model_kwargs(config, data.num_classes)
+  kwargs = configuration.model_kwargs(config, data.num_classes)
   target = train.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
   state, epoch = checkpoints.restore(workdir, target)
   specs = models.layer_specs(kwargs, data.image_shape)
@@ -85,21 +85,12 @@ def check_indices(run: Run, image_indices: Sequence[int], filter_index: int) -> 
     raise ConfigError(f"filter {filter_index} is out of range; this model's conv layers have filters 0..{smallest - 1}")
 
 
-def _figure(width: float, height: float):
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
-  figure = Figure(figsize=(width, height), dpi=100)
-  FigureCanvasAgg(figure)
-  return figure
-
-
 def activation_figure(run: Run, image_indices: Sequence[int], filter_index: int = 1):
   """Rows: the images (with class names); columns: the input, then each conv/pool map of one filter."""
   check_indices(run, image_indices, filter_index)
   outputs = layer_outputs(run.model, run.params, run.data.test_images[list(image_indices)])
   maps = [(name, value) for name, value in outputs.items() if value.ndim == 4]
-  figure = _figure(1.6 * (len(maps) + 1), 1.7 * len(image_indices))
+  figure = plots.figure(1.6 * (len(maps) + 1), 1.7 * len(image_indices), dpi=100)
   axes = figure.subplots(len(image_indices), len(maps) + 1, squeeze=False)
   for row, index in enumerate(image_indices):
     label = run.data.class_names[run.data.test_labels[index]]
@@ -131,7 +122,7 @@ def filters_figure(run: Run):
   count = kernels.shape[-1]
   columns = int(np.ceil(np.sqrt(count)))
   rows = int(np.ceil(count / columns))
-  figure = _figure(columns * 0.9, rows * 0.9 + 0.5)
+  figure = plots.figure(columns * 0.9, rows * 0.9 + 0.5, dpi=100)
   axes = figure.subplots(rows, columns, squeeze=False)
   limit = float(np.abs(kernels).max()) or 1.0
   for i, ax in enumerate(axes.flat):

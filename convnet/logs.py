@@ -1,6 +1,6 @@
 """What a run writes to its workdir, through one writer: :class:`RunLog`.
 
-* ``config.json``: the full config (everything that changes a result);
+* ``config.json``: the full config (everything that changes a result) and the code that ran;
 * ``metrics.jsonl``: one JSON line per epoch, appended and fsynced;
 * ``summary.json``: the final metrics and the facts of the run, replaced atomically;
 * ``tensorboard/``: event files for TensorBoard (written with tensorboardX, no TensorFlow);
@@ -16,10 +16,12 @@ import json
 import math
 import os
 from pathlib import Path
+import statistics
 import tempfile
 from typing import Any
 
 CONFIG_FILE = "config.json"
+CODE_KEY = "code"  # config.json's record of the code that ran (convnet.provenance), beside the config fields
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -44,6 +46,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600); give it the usual mode
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()
@@ -52,6 +55,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
     raise
+
+
+def _umask() -> int:
+  """The process's umask (read by setting it and setting it back: Python has no getter)."""
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def flatten_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -110,6 +120,29 @@ def rewrite_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]])
   atomic_write_text(path, "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in records))
 
 
+def is_finished(summary: Mapping[str, Any] | None, num_epochs: int) -> bool:
+  """Whether a run's summary says it completed ``num_epochs`` (or stopped early on ``stop_at``)."""
+  return (
+    bool(summary)
+    and summary.get("status") == "completed"
+    and (summary.get("stopped_early") or summary.get("epoch", 0) >= num_epochs)
+  )
+
+
+def history_summary(history: list[Mapping[str, Any]]) -> dict[str, Any]:
+  """summary.json's figures from metrics.jsonl's lines: the last epoch's metrics, median epoch timings,
+  the training time, and the code each epoch ran (``code_sources``: more than one means the run was
+  resumed across a code change, so its epochs ran different programs)."""
+  timing = ("epoch", "epoch_seconds", "examples_per_second", "eval_seconds", "code")
+  summary = {k: v for k, v in (history[-1] if history else {}).items() if k not in timing}
+  if history:
+    summary["epoch_seconds"] = statistics.median(r["epoch_seconds"] for r in history)
+    summary["examples_per_second"] = statistics.median(r["examples_per_second"] for r in history)
+    summary["train_seconds"] = sum(r["epoch_seconds"] for r in history)
+    summary["code_sources"] = list(dict.fromkeys(r.get("code", "unrecorded") for r in history))
+  return summary
+
+
 class RunLog:
   """The writer for one run's workdir; see the module docstring for the files."""
 
@@ -124,8 +157,9 @@ class RunLog:
   def metrics_path(self) -> Path:
     return self.workdir / METRICS_FILE
 
-  def write_config(self, config: Mapping[str, Any]) -> None:
-    write_json(self.workdir / CONFIG_FILE, config)
+  def write_config(self, config: Mapping[str, Any], code: Mapping[str, Any] | None = None) -> None:
+    """config.json: the config's fields, and under ``code`` the code that ran (if given)."""
+    write_json(self.workdir / CONFIG_FILE, {**config, **({CODE_KEY: code} if code is not None else {})})
 
   def read_config(self) -> dict[str, Any] | None:
     return read_json(self.workdir / CONFIG_FILE)

@@ -2,41 +2,56 @@
 
     python -m convnet.main --config=configs/default.py --workdir=runs/default
     python -m convnet.main --config=configs/default.py --workdir=runs/quick --config.num_epochs=1
+    python -m convnet.main --config=configs/sweep.py:smoke --workdir=runs/smoke
 
-Bad config values, bad data and NaN losses end with one line on stderr and exit status 1.
+A run ends by printing its final accuracy and where its files are; a sweep by printing its sweet
+spot and the paths of its report and plots. Bad config values, bad data and NaN losses end with one
+line on stderr and exit status 1.
 """
 
-from convnet import runtime
+import logging
+from pathlib import Path
 
-runtime.configure_xla()  # before jax is imported, anywhere
+from absl import flags
 
-import logging  # noqa: E402
-
-from absl import flags  # noqa: E402
-import jax  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from convnet import cli  # noqa: E402
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/default.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for logs, checkpoints and results.")
-flags.mark_flags_as_required(["config", "workdir"])
+from convnet import cli
 
 
-def main(argv):
-  del argv
+def define_flags(values: flags.FlagValues) -> None:
+  cli.define_config(values)
+  flags.DEFINE_string("workdir", None, "Directory for logs, checkpoints and results.", flag_values=values)
+  flags.mark_flag_as_required("workdir", flag_values=values)
+
+
+def main(values: flags.FlagValues) -> None:
+  import jax
+
   logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
-  config = FLAGS.config
+  config, workdir = values.config, Path(values.workdir)
   if "sweep" in config:
-    from convnet import sweep
+    from convnet import report, sweep
 
-    sweep.run(config, FLAGS.workdir)
+    done = sweep.run(config, workdir)
+    if done.sweet_spot is not None:
+      spot = done.sweet_spot
+      print(f"sweet spot: {spot.name}: {report.accuracy_text(spot)} test accuracy at {spot.seconds_mean:.2f} s/epoch")
+    else:
+      print(f"no completed trials in {workdir}, so no sweet spot (see the report)")
+    print(f"report: {done.files[0]}; also: {', '.join(str(f) for f in done.files[1:])}")
   else:
     from convnet import train
 
-    train.train_and_evaluate(config, FLAGS.workdir)
+    summary = train.train_and_evaluate(config, str(workdir))
+    files = [
+      n
+      for n in ("config.json", "metrics.jsonl", "summary.json", "checkpoints/", "tensorboard/")
+      if (workdir / n).exists()
+    ]
+    print(
+      f"test accuracy {100 * summary['test_accuracy']:.2f}% after {summary['epoch']} epoch(s), "
+      f"{summary['epoch_seconds']:.2f} s/epoch (median); files in {workdir}: {', '.join(files)}"
+    )
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, define_flags)

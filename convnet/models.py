@@ -35,16 +35,23 @@ class LayerSpec:
   params: int
   flops: int  # forward FLOPs of the layer as defined (what Keras would compute)
   executed_flops: int = -1  # what ConvNet computes in training (less where it crops or fuses); -1: same as flops
+  implementation: str = ""  # conv layers: what computes it in training (see layer_ops)
 
   def __post_init__(self):
     if self.executed_flops < 0:
       object.__setattr__(self, "executed_flops", self.flops)
 
 
+def _sequence(name: str, value: Any, example: str) -> tuple[Any, ...]:
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    raise ConfigError(f"model.{name}={value!r} is not allowed; use a tuple of ints, e.g. {example}")
+  return tuple(value)
+
+
 def _per_layer(name: str, value: Any, num_layers: int) -> tuple[int, ...]:
   if isinstance(value, int):
     return (value,) * num_layers
-  values = tuple(value)
+  values = _sequence(name, value, "3 or (5, 3)")
   if len(values) != num_layers:
     raise ConfigError(
       f"model.{name}={values} has {len(values)} entries but model.features has {num_layers} "
@@ -66,16 +73,17 @@ def normalized(model_config: Mapping[str, Any]) -> dict[str, Any]:
   unknown = sorted(set(cfg) - known)
   if unknown:
     raise ConfigError(f"unknown model field(s) {unknown}; allowed: {sorted(known)}")
-  features = tuple(cfg.get("features", ConvNet.features))
+  features = _sequence("features", cfg.get("features", ConvNet.features), "(64, 64)")
   _check_ints("features", features, 1)
   cfg["features"] = features
   cfg["kernel_size"] = _per_layer("kernel_size", cfg.get("kernel_size", ConvNet.kernel_size), len(features))
   _check_ints("kernel_size", cfg["kernel_size"], 1)
   cfg["pool_size"] = _per_layer("pool_size", cfg.get("pool_size", ConvNet.pool_size), len(features))
   _check_ints("pool_size", cfg["pool_size"], 1)
-  cfg["dense_features"] = tuple(cfg.get("dense_features", ConvNet.dense_features))
+  cfg["dense_features"] = _sequence("dense_features", cfg.get("dense_features", ConvNet.dense_features), "(128,)")
   _check_ints("dense_features", cfg["dense_features"], 1)
-  cfg["num_classes"] = cfg.get("num_classes", ConvNet.num_classes)
+  if cfg.get("num_classes") is None:  # None in a config: taken from the data (configuration.model_kwargs)
+    cfg["num_classes"] = ConvNet.num_classes
   _check_ints("num_classes", (cfg["num_classes"],), 2)
   padding = str(cfg.get("padding", ConvNet.padding)).upper()
   if padding not in PADDINGS:
@@ -121,7 +129,14 @@ def layer_specs(model_config: Mapping[str, Any], input_shape: Sequence[int]) -> 
     executed = flops
     if (_crops_to_pool(cfg, pool) or _fuses(cfg, channels)) and height >= pool and width >= pool:
       executed = 2 * kernel * kernel * channels * features * (height // pool * pool) * (width // pool * pool)
-    specs.append(LayerSpec(f"conv{i}", "Conv2D", (height, width, features), params, flops, executed))
+    if cfg["ops"] == "flax":
+      implementation = "flax nn.Conv" + (" + nn.max_pool" if pool > 1 else "")
+    elif _fuses(cfg, channels):
+      implementation = "ops.conv_relu_pool (conv + ReLU + pool fused)"
+    else:
+      cropped = " cropped to its pool" if _crops_to_pool(cfg, pool) else ""
+      implementation = f"ops.conv2d{cropped}" + (" + ops.max_pool" if pool > 1 else "")
+    specs.append(LayerSpec(f"conv{i}", "Conv2D", (height, width, features), params, flops, executed, implementation))
     channels = features
     if pool > 1:
       if height < pool or width < pool:
@@ -139,6 +154,11 @@ def layer_specs(model_config: Mapping[str, Any], input_shape: Sequence[int]) -> 
     specs.append(LayerSpec(name, "Dense", (features,), size * features + features, 2 * size * features))
     size = features
   return specs
+
+
+def layer_ops(specs: Sequence[LayerSpec]) -> dict[str, str]:
+  """What computes each conv layer in training, e.g. ``{'conv0': 'ops.conv_relu_pool (...)', ...}``."""
+  return {s.name: s.implementation for s in specs if s.implementation}
 
 
 class Conv2D(nn.Module):

@@ -1,11 +1,12 @@
 """Sweep results -> table, Pareto front, sweet spot, plots.
 
-    python -m convnet.report runs/sweep      # re-makes the report from results.jsonl
+    python -m convnet.report --workdir=runs/sweep     # re-makes the report from results.jsonl
 
 Writes ``results.csv`` (one row per trial), ``report.md`` (one row per configuration, mean ± std
 over seeds; the Pareto front and the sweet spot), ``pareto.png`` (test accuracy against seconds
-per epoch) and ``learning_curves.png`` (test accuracy per epoch). The analysis functions are pure:
-``aggregate``, ``pareto_front`` and ``sweet_spot`` take and return plain data.
+per epoch) and ``learning_curves.png`` (test accuracy per epoch); a plot that could show nothing
+(one configuration, one epoch) is left out. The analysis functions are pure: ``aggregate``,
+``pareto_front`` and ``sweet_spot`` take and return plain data.
 """
 
 from collections.abc import Mapping, Sequence
@@ -16,17 +17,20 @@ import json
 import math
 from pathlib import Path
 import statistics
-import sys
 from typing import Any
 
-from convnet import logs
+from convnet import logs, plots, provenance
 from convnet.errors import ConfigError, DataError
 
+RESULTS_FILE = "results.jsonl"
+REPORT_FILE = "report.md"
+CSV_FILE = "results.csv"
+PLOT_FILES = ("pareto.png", "learning_curves.png")
 RULES = ("within_std", "within_tolerance")
 CSV_FIELDS = (
     "name", "status", "seed", "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch",
     "epoch_seconds", "examples_per_second", "compile_seconds", "num_params", "flops_per_example", "flatten_size",
-    "backend", "device", "error",
+    "backend", "device", "machine", "code", "error",
 )  # fmt: skip
 
 
@@ -45,6 +49,22 @@ class ConfigResult:
   num_params: int
   flops_per_example: int
   flatten_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What :func:`write_report` wrote: report.md's text, the trials, the configurations, the sweet spot, the files."""
+
+  text: str
+  results: list[dict[str, Any]]
+  rows: list[ConfigResult]
+  sweet_spot: ConfigResult | None
+  files: list[Path]
+
+
+def read_results(workdir: str | Path) -> list[dict[str, Any]]:
+  """The recorded trials of a sweep directory, one per name (a later line for a name wins), in file order."""
+  return list({r["name"]: r for r in logs.read_jsonl(Path(workdir) / RESULTS_FILE)}.values())
 
 
 def _std(values: Sequence[float]) -> float:
@@ -98,6 +118,12 @@ def pareto_front(rows: Sequence[ConfigResult]) -> list[ConfigResult]:
   return sorted((r for r in rows if not dominated(r)), key=lambda r: r.seconds_mean)
 
 
+def accuracy_text(row: ConfigResult) -> str:
+  """'91.17% ± 0.32' over several seeds; '91.17% (n=1)' for one, whose spread is unknown, not zero."""
+  spread = f"± {100 * row.accuracy_std:.2f}" if len(row.seeds) > 1 else "(n=1)"
+  return f"{100 * row.accuracy_mean:.2f}% {spread}"
+
+
 def sweet_spot(
   rows: Sequence[ConfigResult], rule: str = "within_std", tolerance: float = 0.005
 ) -> tuple[ConfigResult, str]:
@@ -113,7 +139,7 @@ def sweet_spot(
     ]
     why = (
       f"within one standard deviation over seeds (the larger of its own and the best's) of the best mean "
-      f"accuracy ({best.name}: {100 * best.accuracy_mean:.2f}% ± {100 * best.accuracy_std:.2f})"
+      f"accuracy ({best.name}: {accuracy_text(best)})"
     )
   else:
     eligible = [r for r in rows if best.accuracy_mean - r.accuracy_mean <= tolerance + 1e-12]
@@ -123,28 +149,24 @@ def sweet_spot(
 
 
 def write_csv(path: Path, results: Sequence[Mapping[str, Any]]) -> None:
-  override_keys = sorted({k for r in results for k in r.get("overrides", {})})
+  override_keys = sorted({k for r in results for k in r.get("overrides", {}) if k not in CSV_FIELDS})
+
+  def cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, tuple)) else value
+
   out = io.StringIO()
   writer = csv.writer(out)
   writer.writerow([*CSV_FIELDS[:2], *override_keys, *CSV_FIELDS[2:]])
   for r in results:
-    overrides = [
-      json.dumps(r.get("overrides", {}).get(k))
-      if isinstance(r.get("overrides", {}).get(k), (list, tuple))
-      else r.get("overrides", {}).get(k)
-      for k in override_keys
-    ]
-    writer.writerow([r.get("name"), r.get("status"), *overrides, *(r.get(k, "") for k in CSV_FIELDS[2:])])
+    fields = {**r, "code": (r.get("code") or {}).get("source", "")}
+    overrides = [cell(r.get("overrides", {}).get(k)) for k in override_keys]
+    writer.writerow([r.get("name"), r.get("status"), *overrides, *(fields.get(k, "") for k in CSV_FIELDS[2:])])
   logs.atomic_write_text(path, out.getvalue())
 
 
 def _machine(results: Sequence[Mapping[str, Any]]) -> str:
-  seen = sorted(
-    {
-      f"{r.get('backend', '?')} backend, {r.get('device', '?')}, {r.get('machine', '?')}"
-      for r in results
-      if r.get("status") == "completed"
-    }
+  seen = provenance.distinct(
+    results, lambda r: f"{r.get('backend', '?')} backend, {r.get('device', '?')}, {r.get('machine', '?')}"
   )
   return "; ".join(seen) or "no completed trials"
 
@@ -155,20 +177,26 @@ def markdown(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], in
   front = {r.name for r in pareto_front(rows)}
   rule = config.get("report", {}).get("rule", "within_std")
   tolerance = config.get("report", {}).get("tolerance", 0.005)
+  dataset = config.get("dataset", {})
   lines = [
     "# Sweep report",
     "",
     f"Timings from: {_machine(results)}. Seconds per epoch exclude compilation; each trial's figure is the",
-    "median over its epochs, then mean ± std over seeds. Trials ran one at a time.",
+    "median over its epochs, then mean ± std over seeds (n=1: one seed, spread unknown). Trials ran one at a time.",
     f"Epochs: {config.get('num_epochs')}, batch size {config.get('batch_size')}, {config.get('optimizer')} "
-    f"{config.get('learning_rate')}; data: {config.get('dataset', {}).get('name')} "
-    f"({config.get('dataset', {}).get('num_train_examples') or 'all'} train / {config.get('dataset', {}).get('num_test_examples') or 'all'} test images).",
-    "",
+    f"{config.get('learning_rate')}; data: {dataset.get('name')} ({dataset.get('num_train_examples') or 'all'} "
+    f"train / {dataset.get('num_test_examples') or 'all'} test images).",
+    "Code: "
+    + ("; ".join(provenance.distinct(results, lambda r: provenance.code_label(r.get("code")))) or "none")
+    + ".",
   ]
+  for warning in provenance.differences(results):
+    lines += ["", f"**Warning:** {warning}; compare timings only among trials that share them."]
   if rows:
     spot, why = sweet_spot(rows, rule, tolerance)
     lines += [
-      f"**Sweet spot: {spot.name}** — {100 * spot.accuracy_mean:.2f}% ± {100 * spot.accuracy_std:.2f} test accuracy "
+      "",
+      f"**Sweet spot: {spot.name}** — {accuracy_text(spot)} test accuracy "
       f"at {spot.seconds_mean:.2f} s/epoch, {spot.num_params:,} parameters.",
       f"Rule (`report.rule={rule}`): {why}.",
       "",
@@ -178,103 +206,40 @@ def markdown(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], in
     for r in sorted(rows, key=lambda r: r.seconds_mean):
       mark = "**yes**" if r.name in front else ""
       star = " ★" if r.name == spot.name else ""
+      seconds = f"{r.seconds_mean:.2f} ± {r.seconds_std:.2f}" if len(r.seeds) > 1 else f"{r.seconds_mean:.2f}"
       lines.append(
-        f"| {r.name}{star} | {len(r.seeds)} | {100 * r.accuracy_mean:.2f} ± {100 * r.accuracy_std:.2f} | "
-        f"{r.seconds_mean:.2f} ± {r.seconds_std:.2f} | {r.examples_per_second:,.0f} | {r.num_params:,} | "
-        f"{r.flops_per_example / 1e6:.2f} | {r.flatten_size:,} | {mark} |"
+        f"| {r.name}{star} | {len(r.seeds)} | {accuracy_text(r).replace('%', '')} | {seconds} | "
+        f"{r.examples_per_second:,.0f} | {r.num_params:,} | {r.flops_per_example / 1e6:.2f} | {r.flatten_size:,} | {mark} |"
       )
     lines += ["", "Pareto front (fastest first): " + " → ".join(r.name for r in pareto_front(rows)) + "."]
     if input_pixels:
       lines.append(f"Flattened = the feature vector entering the dense layers (input: {input_pixels:,} pixels).")
   else:
-    lines.append("No completed trials yet.")
+    lines += ["", "No completed trials yet."]
   others = [r for r in results if r.get("status") != "completed"]
   if others:
     lines += ["", "## Trials not completed", "", "| trial | status | reason |", "|---|---|---|"]
     lines += [f"| {r['name']} | {r['status']} | {str(r.get('error', '')).replace('|', '/')} |" for r in others]
-  lines += ["", "Files: `results.csv` (one row per trial), `pareto.png`, `learning_curves.png`, `trials/<name>/`."]
+  lines += ["", "Files: `results.csv` (one row per trial), the plots, `trials/<name>/` (each trial's run)."]
   return "\n".join(lines) + "\n"
 
 
-def _figure(width=7.0, height=5.0):
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
-  figure = Figure(figsize=(width, height), dpi=110)
-  FigureCanvasAgg(figure)
-  return figure
-
-
-def short_label(name: str) -> str:
-  """'features=64-64,kernel_size=3' -> '64-64 k3' for plot labels."""
-  return name.replace("features=", "").replace(",kernel_size=", " k").replace("kernel_size=", "k")
-
-
-def plot_pareto(path: Path, rows: Sequence[ConfigResult], spot: ConfigResult | None, machine: str) -> None:
-  figure = _figure()
-  ax = figure.add_subplot()
-  front = pareto_front(rows)
-  for r in rows:
-    ax.errorbar(r.seconds_mean, 100 * r.accuracy_mean, xerr=r.seconds_std, yerr=100 * r.accuracy_std, fmt="o",
-                color="tab:red" if r in front else "tab:blue", capsize=3)  # fmt: skip
-    ax.annotate(
-      short_label(r.name),
-      (r.seconds_mean, 100 * r.accuracy_mean),
-      textcoords="offset points",
-      xytext=(5, 5),
-      fontsize=7,
-    )
-  ax.plot(
-    [r.seconds_mean for r in front], [100 * r.accuracy_mean for r in front], "--", color="tab:red", label="Pareto front"
-  )
-  if spot is not None:
-    ax.scatter(
-      [spot.seconds_mean],
-      [100 * spot.accuracy_mean],
-      s=250,
-      facecolors="none",
-      edgecolors="black",
-      label=f"sweet spot: {spot.name}",
-    )
-  ax.set_xlabel("seconds per epoch (compilation excluded)")
-  ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-  ax.set_title(f"Accuracy vs speed\n{machine}", fontsize=8)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="best")
-  figure.tight_layout()
-  figure.savefig(path)
-
-
-def plot_learning_curves(path: Path, workdir: Path, results: Sequence[Mapping[str, Any]]) -> None:
+def _learning_curves(workdir: Path, results: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, list[float]]]:
   curves: dict[str, dict[int, list[float]]] = {}
   for r in results:
-    if r.get("status") != "completed":
-      continue
-    for m in logs.read_jsonl(workdir / "trials" / r["name"] / logs.METRICS_FILE):
-      curves.setdefault(config_name(r), {}).setdefault(m["epoch"], []).append(m["test_accuracy"])
-  figure = _figure()
-  ax = figure.add_subplot()
-  for name, by_epoch in curves.items():
-    epochs = sorted(by_epoch)
-    ax.plot(epochs, [100 * statistics.fmean(by_epoch[e]) for e in epochs], marker="o", label=short_label(name))
-  ax.set_xlabel("epoch")
-  ax.set_ylabel("test accuracy (%), mean over seeds")
-  ax.set_title("Learning curves")
-  ax.grid(alpha=0.3)
-  if curves:
-    ax.legend(fontsize=6)
-  figure.tight_layout()
-  figure.savefig(path)
+    if r.get("status") == "completed":
+      for m in logs.read_jsonl(workdir / "trials" / r["name"] / logs.METRICS_FILE):
+        curves.setdefault(config_name(r), {}).setdefault(m["epoch"], []).append(m["test_accuracy"])
+  return curves
 
 
 def write_report(
   workdir: str | Path, config: Mapping[str, Any] | None = None, results: Sequence[Mapping[str, Any]] | None = None
-) -> str:
-  """Writes results.csv, report.md, pareto.png and learning_curves.png into ``workdir``; returns report.md."""
+) -> Report:
+  """Writes results.csv, report.md and the plots that can show something into ``workdir``."""
   workdir = Path(workdir)
   config = config if config is not None else logs.read_json(workdir / logs.CONFIG_FILE) or {}
-  if results is None:
-    results = list({r["name"]: r for r in logs.read_jsonl(workdir / "results.jsonl")}.values())
+  results = read_results(workdir) if results is None else results
   pixels = None
   if config.get("dataset"):
     from convnet import input_pipeline
@@ -283,35 +248,44 @@ def write_report(
       pixels = math.prod(input_pipeline.peek_shape(config["dataset"])[0])
     except (DataError, ConfigError):
       pass  # the data is gone; the report still stands without the pixel count
-  write_csv(workdir / "results.csv", results)
+  write_csv(workdir / CSV_FILE, results)
   text = markdown(config, results, pixels)
-  logs.atomic_write_text(workdir / "report.md", text)
+  logs.atomic_write_text(workdir / REPORT_FILE, text)
   rows = aggregate(results)
-  report_config = config.get("report", {})
-  spot = (
-    sweet_spot(rows, report_config.get("rule", "within_std"), report_config.get("tolerance", 0.005))[0]
-    if rows
-    else None
-  )
-  plot_pareto(workdir / "pareto.png", rows, spot, _machine(results))
-  plot_learning_curves(workdir / "learning_curves.png", workdir, results)
-  return text
+  rule = config.get("report", {})
+  spot = sweet_spot(rows, rule.get("rule", "within_std"), rule.get("tolerance", 0.005))[0] if rows else None
+  curves = _learning_curves(workdir, results)
+  figures = {
+    "pareto.png": (len(rows) > 1) and (lambda: plots.pareto(rows, pareto_front(rows), spot, _machine(results))),
+    "learning_curves.png": any(len(c) > 1 for c in curves.values()) and (lambda: plots.learning_curves(curves)),
+  }
+  files = [workdir / REPORT_FILE, workdir / CSV_FILE]
+  for name, make in figures.items():
+    if make:
+      plots.save(make(), workdir / name)
+      files.append(workdir / name)
+    else:  # nothing to show (one configuration, one epoch): no plot, and no stale one from an earlier report
+      (workdir / name).unlink(missing_ok=True)
+  return Report(text, list(results), rows, spot, files)
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) != 2:
-    print("usage: python -m convnet.report SWEEP_DIR", file=sys.stderr)
-    sys.exit(2)
-  workdir = Path(argv[1])
-  if not (workdir / "results.jsonl").is_file():
-    print(f"error: {workdir / 'results.jsonl'}: not found; run a sweep into {workdir} first", file=sys.stderr)
-    sys.exit(1)
-  try:
-    print(write_report(workdir))
-  except (ConfigError, DataError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+def define_flags(values) -> None:
+  from absl import flags
+
+  flags.DEFINE_string("workdir", None, "A sweep directory (holds results.jsonl).", flag_values=values)
+  flags.mark_flag_as_required("workdir", flag_values=values)
+
+
+def main(values) -> None:
+  workdir = Path(values.workdir)
+  if not (workdir / RESULTS_FILE).is_file():
+    raise DataError(f"{workdir / RESULTS_FILE}: not found; run a sweep into {workdir} first")
+  done = write_report(workdir)
+  print(done.text)
+  print("wrote " + ", ".join(str(f) for f in done.files))
 
 
 if __name__ == "__main__":
-  main(sys.argv)
+  from convnet import cli
+
+  cli.run(main, define_flags)

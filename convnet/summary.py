@@ -42,23 +42,22 @@ def format_table(specs: Sequence[models.LayerSpec], input_shape: Sequence[int]) 
 def model_table(config: Mapping[str, Any]) -> str:
   image_shape, num_classes = input_pipeline.peek_shape(config["dataset"])
   model_config = dict(config["model"])
-  model_config.setdefault("num_classes", num_classes)
+  if model_config.get("num_classes") is None:
+    model_config["num_classes"] = num_classes
   return format_table(models.layer_specs(model_config, image_shape), image_shape)
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  from absl import flags
+def define_flags(values) -> None:
+  from convnet import cli
 
-  print(model_table(flags.FLAGS.config.to_dict()))
+  cli.define_config(values)
+
+
+def main(values) -> None:
+  print(model_table(values.config.to_dict()))
 
 
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
   from convnet import cli
 
-  config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-  flags.mark_flags_as_required(["config"])
-  cli.run(main)
+  cli.run(main, define_flags)

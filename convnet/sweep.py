@@ -19,11 +19,11 @@ from typing import Any
 
 import ml_collections
 
-from convnet import input_pipeline, logs, models, report, train
+from convnet import configuration, input_pipeline, logs, models, provenance, report, train
 from convnet.errors import ConfigError, ConvnetError
 
 log = logging.getLogger("convnet")
-RESULTS_FILE = "results.jsonl"
+RESULTS_FILE = report.RESULTS_FILE
 TRIALS_DIR = "trials"
 SWEEP_FIELDS = ("sweep", "sweep_zip", "report")  # not part of a trial's config
 
@@ -100,22 +100,41 @@ def expand(config: ml_collections.ConfigDict) -> list[Trial]:
   for combination in itertools.product(*choices):
     overrides = {paths[name]: value for part in combination for name, value in part.items()}
     trial_config = copy.deepcopy(base)
-    trial_config.update_from_flattened_dict(overrides)
+    for name, path in paths.items():
+      try:
+        trial_config.update_from_flattened_dict({path: overrides[path]})
+        if path.startswith("model."):
+          models.normalized(trial_config.model.to_dict())
+      except (TypeError, ValueError) as e:  # ConfigError is a ValueError
+        reason = str(e).splitlines()[0]
+        raise ConfigError(
+          f"sweep.{name}={axes[name]}: the value {overrides[path]!r} does not fit {path} ({reason}); "
+          f"sweep axes are tuples of values, e.g. --config.sweep.{name}={_axis_example(axes[name])}"
+        ) from None
     trials.append(Trial(trial_name(overrides), overrides, trial_config))
   names = [t.name for t in trials]
   if len(set(names)) != len(names):
-    raise ConfigError("sweep has duplicate trials (repeated values on an axis?)")
+    raise ConfigError(
+      f"sweep has duplicate trials (repeated values on an axis: {axes}); sweep axes are tuples of values, "
+      f"e.g. --config.sweep.features='((32,32),)' for one configuration"
+    )
   return trials
+
+
+def _axis_example(values: tuple[Any, ...]) -> str:
+  """The axis written as the tuple of values it should be: (32, 32) -> '((32,32),)'."""
+  compact = repr((tuple(values),)).replace(" ", "")
+  return f"'{compact}'"
 
 
 def read_results(workdir: str | Path) -> dict[str, dict[str, Any]]:
   """Recorded trials by name (a later line for the same name wins)."""
-  return {r["name"]: r for r in logs.read_jsonl(Path(workdir) / RESULTS_FILE)}
+  return {r["name"]: r for r in report.read_results(workdir)}
 
 
 def _shape_check(trial: Trial, image_shape, num_classes) -> tuple[str | None, list[models.LayerSpec]]:
   try:
-    return None, models.layer_specs(train.model_kwargs(trial.config.to_dict(), num_classes), image_shape)
+    return None, models.layer_specs(configuration.model_kwargs(trial.config.to_dict(), num_classes), image_shape)
   except ConfigError as e:
     return str(e), []
 
@@ -129,7 +148,7 @@ def _record(workdir: Path, trial: Trial, status: str, **fields: Any) -> dict[str
 RESULT_FIELDS = (
     "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch", "epoch_seconds", "examples_per_second",
     "compile_seconds", "train_seconds", "num_params", "flops_per_example", "backend", "device", "machine",
-    "stopped_early",
+    "stopped_early", "code", "code_sources",
 )  # fmt: skip
 
 
@@ -158,13 +177,13 @@ def _hms(seconds: float) -> str:
   return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict[str, Any]]:
-  """Runs (or resumes) the sweep in ``workdir``, writes the report, returns the results."""
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report:
+  """Runs (or resumes) the sweep in ``workdir``, writes the report and returns it."""
   workdir = Path(workdir)
   trials = expand(config)
-  train.check_config(base_config(config).to_dict())
+  configuration.check_config(base_config(config).to_dict())
   workdir.mkdir(parents=True, exist_ok=True)
-  logs.write_json(workdir / logs.CONFIG_FILE, config.to_dict())
+  logs.write_json(workdir / logs.CONFIG_FILE, {**config.to_dict(), logs.CODE_KEY: provenance.code_record()})
   image_shape, num_classes = input_pipeline.peek_shape(config.dataset)
   done = read_results(workdir)
 
@@ -204,7 +223,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict[str
       fields = {k: summary[k] for k in RESULT_FIELDS if k in summary}
       done[trial.name] = _record(workdir, trial, summary["status"], flatten_size=flatten, **fields)
     timings.append((flops, time.perf_counter() - trial_start))
-  log.info("sweep done: %d trials in %s; writing the report", len(trials), _hms(time.perf_counter() - start))
+  log.info("sweep done: %d trials in %s", len(trials), _hms(time.perf_counter() - start))
   results = [done[t.name] for t in trials if t.name in done]
-  report.write_report(workdir, config.to_dict(), results)
-  return results
+  return report.write_report(workdir, config.to_dict(), results)

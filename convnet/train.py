@@ -1,69 +1,39 @@
-"""Training and evaluation: the train state, the compiled steps, the epoch loop, ``train_and_evaluate``.
+"""Training: the train state, the compiled steps, the epoch program, and ``train_and_evaluate``.
 
 The dataset lives on the device as uint8 arrays. Each epoch draws a permutation on the device and
-runs its steps as a ``lax.scan`` inside one compiled call (``config.steps_per_call`` steps per call;
+runs its steps as a ``lax.scan`` inside compiled calls (``config.steps_per_call`` steps per call;
 0 = the whole epoch), with the train state donated; the host reads the metrics once per call when
 a progress bar is shown, else once per epoch. A last partial batch is kept and masked, train and
 test alike, so every example counts and the whole test set is scored.
+
+The step family: :func:`update` is one optimizer step's math on a batch; :func:`train_step` is it
+jitted on a batch dict; :func:`scan_updates` runs it over rows of batch indices, and
+:func:`train_chunk` is that jitted with the state donated. Evaluation has one path:
+:func:`batch_metrics` per batch, :func:`scan_metrics` over batches (:func:`evaluate_batches`
+jitted), used by :func:`evaluate`, :class:`EpochProgram`, the seeds ensemble and the benchmark.
 """
 
 from collections.abc import Mapping
-import functools
 import logging
 import math
-import os
-import platform
-import statistics
 import time
 from typing import Any
 
-import flax
 from flax.training import train_state
 import jax
 from jax import lax
 import jax.numpy as jnp
-import jaxlib
 import ml_collections
-import numpy as np
 import optax
 
-import convnet
-from convnet import checkpoints, input_pipeline, logs, models
-from convnet.errors import ConfigError, TrainingError
+from convnet import batching, checkpoints, configuration, input_pipeline, logs, models, provenance
+from convnet.errors import TrainingError
 
 log = logging.getLogger("convnet")
-OPTIMIZERS = ("adam", "sgd")
-# Config fields that may change between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = frozenset(
-  {"num_epochs", "stop_at", "steps_per_call", "eval_batch_size", "checkpoint", "tensorboard", "progress"}
-)
 
 
 class TrainState(train_state.TrainState):
   pass
-
-
-def check_config(config: Mapping[str, Any]) -> None:
-  """Raises ConfigError for a training value that is not allowed (the model is checked with the data)."""
-
-  def need_int(name: str, minimum: int) -> None:
-    value = config[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-      raise ConfigError(f"{name}={value!r} is not allowed; use an int >= {minimum}")
-
-  need_int("num_epochs", 1)
-  need_int("batch_size", 1)
-  need_int("eval_batch_size", 1)
-  need_int("steps_per_call", 0)
-  need_int("seed", 0)
-  if config["optimizer"] not in OPTIMIZERS:
-    raise ConfigError(f"optimizer={config['optimizer']!r} is not allowed; use one of {OPTIMIZERS}")
-  lr = config["learning_rate"]
-  if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-    raise ConfigError(f"learning_rate={lr!r} is not allowed; use a finite number > 0")
-  stop_at = config.get("stop_at")
-  if stop_at is not None and not 0 < stop_at <= 1:
-    raise ConfigError(f"stop_at={stop_at!r} is not allowed; use a train accuracy in (0, 1] or None")
 
 
 def make_optimizer(config: Mapping[str, Any]) -> optax.GradientTransformation:
@@ -72,17 +42,9 @@ def make_optimizer(config: Mapping[str, Any]) -> optax.GradientTransformation:
   return optax.adam(config["learning_rate"])
 
 
-def model_kwargs(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
-  """``config.model`` with the dataset's number of classes; ConvNet(**model_kwargs(...))."""
-  kwargs = dict(config["model"])
-  if kwargs.setdefault("num_classes", num_classes) != num_classes:
-    raise ConfigError(f"model.num_classes={kwargs['num_classes']} but the dataset has {num_classes} classes")
-  return kwargs
-
-
 def create_train_state(rng: jax.Array, config: Mapping[str, Any], image_shape, num_classes: int) -> TrainState:
   """A fresh TrainState; checks the config's shapes first (ConfigError names the layer)."""
-  kwargs = model_kwargs(config, num_classes)
+  kwargs = configuration.model_kwargs(config, num_classes)
   models.layer_specs(kwargs, image_shape)
   model = models.ConvNet(**kwargs)
   params = model.init(rng, jnp.zeros((1, *image_shape), jnp.uint8))["params"]
@@ -102,7 +64,17 @@ def summarize(metrics: Mapping[str, Any]) -> dict[str, float]:
   return {"loss": float(metrics["loss_sum"]) / count, "accuracy": float(metrics["correct"]) / count}
 
 
-def _train_step(state, images, labels, mask):
+def _mask(batch: Mapping[str, jax.Array]) -> jax.Array:
+  return batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+
+
+def _sum_over_steps(tree):
+  return jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), tree)
+
+
+def update(state: TrainState, images, labels, mask) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on a batch (masked examples count for nothing); not jitted."""
+
   def loss_fn(params):
     logits = state.apply_fn({"params": params}, images)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -115,65 +87,49 @@ def _train_step(state, images, labels, mask):
 @jax.jit
 def train_step(state: TrainState, batch: Mapping[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on ``batch`` (``image`` uint8 NHWC, ``label``, optional ``mask``)."""
-  mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
-  return _train_step(state, batch["image"], batch["label"], mask)
+  return update(state, batch["image"], batch["label"], _mask(batch))
+
+
+def scan_updates(state: TrainState, images, labels, batch_indices, batch_mask):
+  """Optimizer steps over the rows of ``batch_indices`` into the data; the state and summed metrics."""
+
+  def body(state, xs):
+    indices, mask = xs
+    return update(state, images[indices], labels[indices], mask)
+
+  state, metrics = lax.scan(body, state, (batch_indices, batch_mask))
+  return state, _sum_over_steps(metrics)
+
+
+train_chunk = jax.jit(scan_updates, donate_argnums=0)  # a compiled chunk of steps, the state donated
+
+
+def batch_metrics(state: TrainState, images, labels, mask) -> dict[str, jax.Array]:
+  return compute_metrics(state.apply_fn({"params": state.params}, images), labels, mask)
 
 
 @jax.jit
 def eval_step(state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-  mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
-  return compute_metrics(state.apply_fn({"params": state.params}, batch["image"]), batch["label"], mask)
+  """Summed metrics of ``batch``."""
+  return batch_metrics(state, batch["image"], batch["label"], _mask(batch))
 
 
-def _sum_tree(tree):
-  return jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), tree)
+def scan_metrics(state: TrainState, images, labels, batch_indices, batch_mask) -> dict[str, jax.Array]:
+  """Summed metrics over the rows of ``batch_indices`` into the data; not jitted."""
 
-
-def _add_all(metrics_list):
-  return functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), metrics_list)
-
-
-@functools.partial(jax.jit, donate_argnums=0)
-def train_steps(state, images, labels, batch_indices, batch_mask):
-  """Scans train steps over rows of ``batch_indices`` into the device-resident data; summed metrics."""
-
-  def body(state, xs):
-    indices, mask = xs
-    return _train_step(state, images[indices], labels[indices], mask)
-
-  state, metrics = lax.scan(body, state, (batch_indices, batch_mask))
-  return state, _sum_tree(metrics)
-
-
-@jax.jit
-def evaluate_batches(state, images, labels, batch_indices, batch_mask):
   def body(_, xs):
     indices, mask = xs
-    logits = state.apply_fn({"params": state.params}, images[indices])
-    return None, compute_metrics(logits, labels[indices], mask)
+    return None, batch_metrics(state, images[indices], labels[indices], mask)
 
-  return _sum_tree(lax.scan(body, None, (batch_indices, batch_mask))[1])
-
-
-def batch_layout(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Row-major batches of 0..n-1 with the last partial batch padded: (indices, mask), both (steps, batch)."""
-  steps = -(-num_examples // batch_size)
-  flat = np.arange(steps * batch_size)
-  mask = (flat < num_examples).astype(np.float32)
-  return np.where(flat < num_examples, flat, 0).reshape(steps, batch_size), mask.reshape(steps, batch_size)
+  return _sum_over_steps(lax.scan(body, None, (batch_indices, batch_mask))[1])
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int):
-  """A fresh permutation, laid out like :func:`batch_layout`, drawn on the device."""
-  indices, mask = batch_layout(num_examples, batch_size)
-  permutation = jax.random.permutation(key, num_examples)
-  return permutation[jnp.asarray(indices)], jnp.asarray(mask)
+evaluate_batches = jax.jit(scan_metrics)
 
 
 def evaluate(state: TrainState, images, labels, batch_size: int = 500) -> dict[str, float]:
   """Loss and accuracy over every example of ``images`` (uint8 NHWC) — nothing dropped."""
-  indices, mask = batch_layout(len(labels), batch_size)
+  indices, mask = batching.batch_layout(len(labels), batch_size)
   return summarize(evaluate_batches(state, jnp.asarray(images), jnp.asarray(labels), indices, mask))
 
 
@@ -194,16 +150,16 @@ class EpochProgram:
     self.num_steps = -(-self.num_train // config["batch_size"])
     self.chunks = _chunks(self.num_steps, config["steps_per_call"])
     self.eval_indices, self.eval_mask = (
-      jnp.asarray(a) for a in batch_layout(len(data.test_labels), config["eval_batch_size"])
+      jnp.asarray(a) for a in batching.batch_layout(len(data.test_labels), config["eval_batch_size"])
     )
     start = time.perf_counter()
     key = jax.random.fold_in(shuffle_rng, 0)
-    self.shuffle_fn = shuffled_batches.lower(key, self.num_train, config["batch_size"]).compile()
+    self.shuffle_fn = batching.shuffled_batches.lower(key, self.num_train, config["batch_size"]).compile()
     indices, mask = self.shuffle_fn(key)
     self.step_fns = {}
     for begin, end in self.chunks:
       if end - begin not in self.step_fns:
-        self.step_fns[end - begin] = train_steps.lower(
+        self.step_fns[end - begin] = train_chunk.lower(
           state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
         ).compile()
     self.eval_fn = evaluate_batches.lower(
@@ -217,17 +173,17 @@ class EpochProgram:
     The host reads the metrics once at the end, or after every call when ``bar`` is an active progress bar.
     """
     indices, mask = self.shuffle_fn(jax.random.fold_in(self.shuffle_rng, epoch))
-    chunk_metrics = []
+    total = None
     for begin, end in self.chunks:
       state, metrics = self.step_fns[end - begin](
         state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
       )
-      chunk_metrics.append(metrics)
+      total = metrics if total is None else jax.tree_util.tree_map(jnp.add, total, metrics)
       if bar is not None and not bar.disable:
-        seen = summarize(_add_all(chunk_metrics))
+        seen = summarize(total)
         bar.set_postfix(loss=f"{seen['loss']:.4f}", accuracy=f"{seen['accuracy']:.4f}", refresh=False)
         bar.update(end - begin)
-    return state, summarize(jax.device_get(_add_all(chunk_metrics)))
+    return state, summarize(jax.device_get(total))
 
   def evaluate(self, state: TrainState) -> dict[str, float]:
     """Loss and accuracy over the whole test set."""
@@ -241,62 +197,6 @@ def _chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
   return [(start, min(start + size, num_steps)) for start in range(0, num_steps, size)]
 
 
-def _cpu_name() -> str:
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def _environment() -> dict[str, Any]:
-  import orbax.checkpoint as ocp
-
-  device = jax.devices()[0]
-  return {
-    "backend": jax.default_backend(),
-    "device": f"{device.platform}:{device.device_kind}",
-    "num_devices": jax.device_count(),
-    "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
-    "versions": {
-      "convnet": convnet.__version__,
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "jaxlib": jaxlib.__version__,
-      "flax": flax.__version__,
-      "optax": optax.__version__,
-      "orbax": getattr(ocp, "__version__", "?"),
-    },
-  }
-
-
-def _check_same_run(previous: Mapping[str, Any] | None, current: Mapping[str, Any], workdir) -> None:
-  if previous is None:
-    return
-  flat_prev = logs.flatten_dict(previous)
-  flat_curr = logs.flatten_dict(logs.json_safe(current))
-  changed = sorted(
-      k for k in set(flat_prev) | set(flat_curr)
-      if k.split(".")[0] not in RESUMABLE_CHANGES and flat_prev.get(k) != flat_curr.get(k)
-  )  # fmt: skip
-  if changed:
-    k = changed[0]
-    raise ConfigError(
-      f"{workdir} holds a run with a different config ({k}: {flat_prev.get(k)!r} there, "
-      f"{flat_curr.get(k)!r} now); use another --workdir"
-    )
-
-
-def _is_finished(summary: Mapping[str, Any] | None, num_epochs: int) -> bool:
-  return (
-    bool(summary)
-    and summary.get("status") == "completed"
-    and (summary.get("stopped_early") or summary.get("epoch", 0) >= num_epochs)
-  )
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict | Mapping[str, Any], workdir: str) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming from its last checkpoint) and returns summary.json's dict.
 
@@ -304,22 +204,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping[str, Any], wo
   TrainingError after writing ``status: "failed"``; bad config values raise ConfigError.
   """
   start_time = time.perf_counter()
-  config_dict = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-  check_config(config_dict)
-  run_log = logs.RunLog(workdir, tensorboard=config_dict["tensorboard"], progress=config_dict["progress"])
-  _check_same_run(run_log.read_config(), config_dict, workdir)
+  config = configuration.to_dict(config)
+  configuration.check_config(config)
+  run_log = logs.RunLog(workdir, tensorboard=config["tensorboard"], progress=config["progress"])
+  configuration.check_same_run(run_log.read_config(), config, workdir)
   previous = run_log.read_summary()
-  if _is_finished(previous, config_dict["num_epochs"]):
+  if logs.is_finished(previous, config["num_epochs"]):
     log.info("%s: already finished (%d epochs); not training again", workdir, previous["epoch"])
     return previous
 
-  data = input_pipeline.get_datasets(config_dict["dataset"])
-  specs = models.layer_specs(model_kwargs(config_dict, data.num_classes), data.image_shape)
-  init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(config_dict["seed"]))
-  state = create_train_state(init_rng, config_dict, data.image_shape, data.num_classes)
-  run_log.write_config(config_dict)
+  data = input_pipeline.get_datasets(config["dataset"])
+  specs = models.layer_specs(configuration.model_kwargs(config, data.num_classes), data.image_shape)
+  init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(config["seed"]))
+  state = create_train_state(init_rng, config, data.image_shape, data.num_classes)
+  code = provenance.code_record(models.layer_ops(specs))
+  run_log.write_config(config, code)
 
-  done = checkpoints.latest_epoch(workdir) if config_dict["checkpoint"] else None
+  done = checkpoints.latest_epoch(workdir) if config["checkpoint"] else None
   history = run_log.keep_metrics_through(done or 0)
   if done is not None:
     state, done = checkpoints.restore(workdir, state)
@@ -329,23 +230,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping[str, Any], wo
   summary = {
     "status": "running",
     "epoch": done,
+    "stopped_early": False,
     "num_params": models.count_params(state.params),
     "flops_per_example": sum(s.flops for s in specs),
     "num_train_examples": len(data.train_labels),
     "num_test_examples": len(data.test_labels),
     "data_source": data.source,
-    **_environment(),
+    **provenance.environment(),
+    "code": code,
   }
   log.info("data %s: train %s, test %s, %d classes; backend %s (%s)", data.source,
                data.train_images.shape, data.test_images.shape, data.num_classes,
                summary["backend"], summary["device"])  # fmt: skip
 
-  program = EpochProgram(state, data, config_dict, shuffle_rng)
+  program = EpochProgram(state, data, config, shuffle_rng)
   summary["compile_seconds"] = program.compile_seconds
 
   try:
-    for epoch in range(done + 1, config_dict["num_epochs"] + 1):
-      bar = run_log.progress_bar(program.num_steps, f"epoch {epoch}/{config_dict['num_epochs']}")
+    for epoch in range(done + 1, config["num_epochs"] + 1):
+      bar = run_log.progress_bar(program.num_steps, f"epoch {epoch}/{config['num_epochs']}")
       epoch_start = time.perf_counter()
       state, train = program.train_epoch(state, epoch, bar)
       epoch_seconds = time.perf_counter() - epoch_start
@@ -353,29 +256,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping[str, Any], wo
       if not math.isfinite(train["loss"]):
         raise TrainingError(
           f"NaN/inf training loss in epoch {epoch}; the run is stopped (learning_rate="
-          f"{config_dict['learning_rate']}, optimizer={config_dict['optimizer']}: try a smaller learning rate)"
+          f"{config['learning_rate']}, optimizer={config['optimizer']}: try a smaller learning rate)"
         )
       eval_start = time.perf_counter()
       test = program.evaluate(state)
       record = {
         "epoch": epoch,
-        "train_loss": train["loss"],
-        "train_accuracy": train["accuracy"],
-        "test_loss": test["loss"],
-        "test_accuracy": test["accuracy"],
+        **{f"train_{k}": v for k, v in train.items()},
+        **{f"test_{k}": v for k, v in test.items()},
         "epoch_seconds": epoch_seconds,
         "examples_per_second": program.num_train / epoch_seconds,
         "eval_seconds": time.perf_counter() - eval_start,
+        "code": code["source"],
       }
       run_log.write_metrics(record)
       history.append(record)
-      if config_dict["checkpoint"]:
+      if config["checkpoint"]:
         checkpoints.save(workdir, epoch, state)
       log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.2f s (%.0f ex/s)",
                    epoch, train["loss"], train["accuracy"], test["loss"], test["accuracy"],
                    epoch_seconds, record["examples_per_second"])  # fmt: skip
       summary["epoch"] = epoch
-      stop_at = config_dict.get("stop_at")
+      stop_at = config.get("stop_at")
       if stop_at is not None and train["accuracy"] >= stop_at:
         summary["stopped_early"] = True
         summary["stop_reason"] = f"train accuracy {train['accuracy']:.4f} reached stop_at={stop_at} after epoch {epoch}"
@@ -387,16 +289,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping[str, Any], wo
     run_log.close()
     raise
 
-  final = history[-1] if history else {}
-  summary.update(
-    {k: v for k, v in final.items() if k not in ("epoch", "epoch_seconds", "examples_per_second", "eval_seconds")}
-  )
-  if history:
-    summary["epoch_seconds"] = statistics.median(r["epoch_seconds"] for r in history)
-    summary["examples_per_second"] = statistics.median(r["examples_per_second"] for r in history)
-    summary["train_seconds"] = sum(r["epoch_seconds"] for r in history)
+  summary.update(logs.history_summary(history))
   summary.update(status="completed", total_seconds=time.perf_counter() - start_time)
-  summary.setdefault("stopped_early", False)
   run_log.write_summary(summary)
   run_log.close()
   return summary

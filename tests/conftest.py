@@ -2,7 +2,7 @@
 
 from convnet import runtime
 
-runtime.configure_xla()  # the same XLA:CPU flags as the entry points, before jax is imported
+runtime.configure_xla()  # the same XLA:CPU flags as the entry points, before jax starts its backend
 
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -11,7 +11,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from convnet import cli, input_pipeline  # noqa: E402
+from convnet import configuration, input_pipeline  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")  # catch silent broadcasting bugs
 
@@ -53,7 +53,7 @@ def real_data_dir() -> Path:
 
 def tiny_config(data_dir, **overrides):
   """configs/default.py on ``data_dir`` with a small model and no progress bar."""
-  config = cli.load_config(REPO / "configs" / "default.py")
+  config = configuration.load_config(REPO / "configs" / "default.py")
   config.dataset.dir = str(data_dir)
   config.model.features = (8, 8)
   config.model.dense_features = (16,)

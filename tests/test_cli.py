@@ -3,10 +3,13 @@
 import json
 import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 
 import pytest
+
+from convnet import configuration
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,3 +88,102 @@ def test_summary_prints_the_keras_like_table():
     "8,921,088",
   ):
     assert text in result.stdout
+
+
+def run_in(cwd, *args, timeout=300):
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_convnet_field_is_a_config_field_and_settable_from_the_command_line(idx_dir):
+  import dataclasses
+
+  from convnet import cli, main, models
+
+  fields = {f.name for f in dataclasses.fields(models.ConvNet)} - {"parent", "name"}
+  config = configuration.load_config("configs/default.py")
+  assert set(config.model) == fields
+  argv = ["main", "--config=configs/default.py", "--workdir=w", "--config.model.dtype=bfloat16",
+          "--config.model.fuse_max_channels=0", "--config.model.crop_to_pool=False", "--config.model.num_classes=10"]  # fmt: skip
+  model = cli.parse(argv, main.define_flags).config.model
+  assert (model.dtype, model.fuse_max_channels, model.crop_to_pool, model.num_classes) == ("bfloat16", 0, False, 10)
+
+
+def test_a_sweep_axis_given_as_one_value_gets_one_line_with_the_tuple_hint(tmp_path):
+  result = run("-m", "convnet.main", "--config=configs/sweep.py:smoke", f"--workdir={tmp_path}",
+               "--config.sweep.features=(32,32)")  # fmt: skip
+  assert result.returncode == 1
+  line = error_line(result)
+  assert "sweep.features=(32, 32)" in line and "sweep axes are tuples of values" in line and "'((32,32),)'" in line
+
+
+def test_configs_load_from_any_directory_and_a_missing_one_gets_one_line(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # a script in another directory
+  assert configuration.load_config("configs/default.py").model.features == (64, 64)
+  assert len(configuration.load_config("configs/sweep.py:depth").sweep.features) == 3
+  result = run_in(tmp_path, "-m", "convnet.summary", "--config=configs/default.py")
+  assert result.returncode == 0 and "Total params: 243,786" in result.stdout, result.stderr
+  result = run_in(tmp_path, "-m", "convnet.summary", "--config=configs/nothing.py")
+  assert result.returncode == 1
+  assert error_line(result).startswith("error: configs/nothing.py: config file not found")
+  assert "configs/default.py, configs/sweep.py" in error_line(result)
+
+
+def test_an_unknown_variant_gets_its_whole_reason():
+  result = run("-m", "convnet.summary", "--config=configs/sweep.py:smok")
+  assert result.returncode == 1
+  assert error_line(result).endswith(
+    "configs/sweep.py has no variant 'smok'; use configs/sweep.py, :smoke or :depth"
+  ), result.stderr
+
+
+def test_a_positional_argument_gets_one_line_and_help_works(tmp_path):
+  result = run("-m", "convnet.report", str(tmp_path))
+  assert result.returncode == 1
+  assert error_line(result).startswith(f"error: unexpected argument '{tmp_path}': this command takes flags only")
+  result = run("-m", "convnet.report", "--help")
+  assert result.returncode == 0 and "--workdir" in result.stdout + result.stderr
+
+
+def test_an_installed_wheel_runs_from_another_directory_with_its_shipped_configs(tmp_path):
+  source = tmp_path / "source"  # a copy, so that the build leaves nothing in the repository
+  for name in ("convnet", "configs"):
+    shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(REPO / name, source / name)
+  built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheel"),
+                          str(source)], capture_output=True, text=True)  # fmt: skip
+  assert built.returncode == 0, built.stderr
+  site = tmp_path / "site"
+  installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                              *map(str, (tmp_path / "wheel").glob("*.whl"))], capture_output=True, text=True)  # fmt: skip
+  assert installed.returncode == 0, installed.stderr
+  assert (site / "convnet" / "configs" / "default.py").is_file() and (
+    site / "convnet" / "configs" / "sweep.py"
+  ).is_file()
+  env = {**os.environ, "PYTHONPATH": str(site)}
+  where = subprocess.run([sys.executable, "-c", "import convnet; print(convnet.__file__)"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+  assert where.stdout.strip() == str(site / "convnet" / "__init__.py")
+  result = subprocess.run([sys.executable, "-m", "convnet.summary", "--config=configs/sweep.py:smoke"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True)  # fmt: skip
+  assert result.returncode == 0 and "Total params: 243,786" in result.stdout, result.stderr
+
+
+def test_a_run_and_a_sweep_end_by_saying_what_they_found_and_where(idx_dir, tmp_path):
+  small = [f"--config.dataset.dir={idx_dir}", "--config.num_epochs=1", "--config.model.dense_features=(8,)"]
+  result = run("-m", "convnet.main", "--config=configs/default.py", f"--workdir={tmp_path / 'run'}",
+               "--config.model.features=(4,4)", "--config.progress=False", *small)  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  last = result.stdout.strip().splitlines()[-1]
+  assert last.startswith("test accuracy ") and "after 1 epoch(s)" in last
+  assert f"files in {tmp_path / 'run'}: config.json, metrics.jsonl, summary.json, checkpoints/, tensorboard/" in last
+  result = run("-m", "convnet.main", "--config=configs/sweep.py", f"--workdir={tmp_path / 'sweep'}",
+               "--config.sweep.features=((4,4),)", "--config.sweep.kernel_size=(3,5)", "--config.sweep.seeds=(0,)",
+               *small)  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.strip().splitlines()
+  assert lines[-2].startswith("sweet spot: features=4-4,kernel_size=") and "(n=1) test accuracy at" in lines[-2]
+  assert lines[-1] == f"report: {tmp_path / 'sweep' / 'report.md'}; also: {tmp_path / 'sweep' / 'results.csv'}, " + (
+    f"{tmp_path / 'sweep' / 'pareto.png'}"
+  )

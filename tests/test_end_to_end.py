@@ -1,18 +1,19 @@
 """End to end on a small real Fashion-MNIST subset: the files of a run, resume, and re-runs."""
 
 import json
+import os
 import shutil
 
 from conftest import tiny_config
 import numpy as np
 import pytest
 
-from convnet import train
+from convnet import provenance, train
 from convnet.errors import ConfigError
 
 SUMMARY_FIELDS = {
     "train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_seconds", "examples_per_second",
-    "num_params", "flops_per_example", "compile_seconds", "total_seconds", "status", "backend", "device", "versions",
+    "num_params", "flops_per_example", "compile_seconds", "total_seconds", "status", "backend", "device", "code",
 }  # fmt: skip
 METRIC_FIELDS = {
   "epoch",
@@ -55,6 +56,15 @@ def test_a_run_writes_config_metrics_summary_events_and_checkpoints(finished_run
   assert summary["test_accuracy"] == metrics[-1]["test_accuracy"] and summary["num_test_examples"] == 1000
   assert summary["test_accuracy"] > 0.6  # it learned (chance is 0.1)
   assert (workdir / "checkpoints" / "2").is_dir()
+  # The code that ran: in config.json, summary.json and every epoch's line.
+  code = summary["code"]
+  assert code["source"] == provenance.source_digest() and code["ops"]["conv0"].startswith("ops.conv_relu_pool")
+  assert json.loads((workdir / "config.json").read_text())["code"] == code
+  assert [m["code"] for m in metrics] == [code["source"]] * 2 and summary["code_sources"] == [code["source"]]
+  mask = os.umask(0o022)
+  os.umask(mask)
+  for name in ("config.json", "summary.json", "metrics.jsonl"):
+    assert (workdir / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
   from tensorboard.backend.event_processing import event_accumulator
 
   events = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))

@@ -74,7 +74,7 @@ def test_walkthrough_writes_pngs_of_the_expected_sizes(tmp_path):
 def test_visualize_commands_write_pngs(trained, tmp_path):
   for command, extra in (("activations", ["--images=0,5", "--filter=3"]), ("filters", [])):
     out = tmp_path / f"{command}.png"
-    result = run_module("convnet.visualize", command, f"--workdir={trained}", f"--out={out}", *extra)
+    result = run_module("convnet.visualize", f"--plot={command}", f"--workdir={trained}", f"--out={out}", *extra)
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
       image.verify()
@@ -99,7 +99,7 @@ def test_bad_indices_and_missing_runs_give_clear_errors(trained, tmp_path):
   with pytest.raises(DataError, match="no checkpoint found"):
     inspect.load_run(tmp_path / "untrained")
   result = run_module(
-    "convnet.visualize", "activations", f"--workdir={trained}", "--images=0,999", f"--out={tmp_path / 'x.png'}"
+    "convnet.visualize", "--plot=activations", f"--workdir={trained}", "--images=0,999", f"--out={tmp_path / 'x.png'}"
   )
   assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
     "error: image index 999 is out of range; the test set has images 0..102"

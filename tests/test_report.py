@@ -1,6 +1,7 @@
 """Pareto front, sweet-spot rules and the report files, on hand-made results."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from convnet.errors import ConfigError
 
 
 def row(name, accuracy, seconds, accuracy_std=0.0):
-  return report.ConfigResult(name, (name,), (0,), accuracy, accuracy_std, seconds, 0.0, 1000.0, 10, 100, 50)
+  return report.ConfigResult(name, (name,), (0, 1), accuracy, accuracy_std, seconds, 0.0, 1000.0, 10, 100, 50)
 
 
 def test_pareto_front_keeps_only_undominated_configurations():
@@ -64,7 +65,7 @@ def test_report_files_from_a_fixture(tmp_path):
     for epoch, acc in ((1, r["test_accuracy"] - 0.03), (2, r["test_accuracy"])):
       logs.append_jsonl(tmp_path / "trials" / r["name"] / "metrics.jsonl", {"epoch": epoch, "test_accuracy": acc})
   config = {"num_epochs": 2, "batch_size": 32, "report": {"rule": "within_std", "tolerance": 0.005}}
-  text = report.write_report(tmp_path, config, RESULTS)
+  text = report.write_report(tmp_path, config, RESULTS).text
   assert "**Sweet spot: features=16**" in text  # 0.90 ± 0.014 is within one std of 0.91 ± 0
   assert "| features=9,seed=0 | failed | NaN/inf training loss |" in text
   assert "Timings from: cpu backend, cpu:cpu, test machine" in text
@@ -86,14 +87,31 @@ def test_report_command_remakes_the_report_and_refuses_an_empty_dir(tmp_path):
     tmp_path / "config.json", {"num_epochs": 2, "report": {"rule": "within_tolerance", "tolerance": 0.001}}
   )
   result = subprocess.run(
-    [sys.executable, "-m", "convnet.report", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+    [sys.executable, "-m", "convnet.report", f"--workdir={tmp_path}"], cwd=REPO, capture_output=True, text=True
   )
   assert result.returncode == 0, result.stderr
   assert "**Sweet spot: features=64**" in (tmp_path / "report.md").read_text()
   empty = subprocess.run(
-    [sys.executable, "-m", "convnet.report", str(tmp_path / "none")], cwd=REPO, capture_output=True, text=True
+    [sys.executable, "-m", "convnet.report", f"--workdir={tmp_path / 'none'}"], cwd=REPO, capture_output=True, text=True
   )
   assert (
     empty.returncode == 1 and empty.stderr.strip().startswith("error:") and len(empty.stderr.strip().splitlines()) == 1
   )
   assert json.loads((tmp_path / "config.json").read_text())["num_epochs"] == 2
+
+
+def test_one_seed_reads_n_1_not_a_zero_spread_and_the_csv_has_one_seed_column(tmp_path):
+  results = [trial("features=16", 0, 0.89, 4.0), trial("features=64", 0, 0.91, 18.0)]
+  text = report.write_report(tmp_path, {"num_epochs": 1}, results).text
+  assert "± 0.00" not in text and "| features=16 | 1 | 89.00 (n=1) | 4.00 |" in text
+  assert "**Sweet spot: features=64** — 91.00% (n=1) test accuracy" in text
+  header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+  assert header.count("seed") == 1 and "model.features" in header
+
+
+def test_report_files_get_the_usual_permissions(tmp_path):
+  mask = os.umask(0o022)
+  os.umask(mask)
+  report.write_report(tmp_path, {"num_epochs": 2}, RESULTS)
+  for name in ("report.md", "results.csv", "pareto.png"):
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name

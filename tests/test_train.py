@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from convnet import train
+from convnet import batching, train
 from convnet.errors import ConfigError, TrainingError
 
 SEED_CONFIG = {
@@ -90,14 +90,14 @@ def test_evaluate_scores_every_example_when_the_batch_does_not_divide():
 
 
 def test_batch_layout_pads_and_masks_the_last_batch():
-  indices, mask = train.batch_layout(7, 3)
+  indices, mask = batching.batch_layout(7, 3)
   np.testing.assert_array_equal(indices, [[0, 1, 2], [3, 4, 5], [6, 0, 0]])
   np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 1, 1], [1, 0, 0]])
 
 
 def test_shuffled_batches_are_a_permutation_that_changes_with_the_key():
-  a, mask = train.shuffled_batches(jax.random.PRNGKey(0), 10, 4)
-  b, _ = train.shuffled_batches(jax.random.PRNGKey(1), 10, 4)
+  a, mask = batching.shuffled_batches(jax.random.PRNGKey(0), 10, 4)
+  b, _ = batching.shuffled_batches(jax.random.PRNGKey(1), 10, 4)
   valid = np.asarray(a)[np.asarray(mask) > 0]
   assert sorted(valid.tolist()) == list(range(10)) and a.shape == (3, 4)
   assert not np.array_equal(a, b)

@@ -1,0 +1,27 @@
+"""Batches as rows of indices into the in-memory dataset: in order (evaluation) or shuffled (training).
+
+A batch is a row of example indices and a row of mask values; a last partial batch is padded with
+index 0 and masked out, so that every example counts once and the shapes stay static for ``jit``.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def batch_layout(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Row-major batches of 0..n-1 with the last partial batch padded: (indices, mask), both (steps, batch)."""
+  steps = -(-num_examples // batch_size)
+  flat = np.arange(steps * batch_size)
+  mask = (flat < num_examples).astype(np.float32)
+  return np.where(flat < num_examples, flat, 0).reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int):
+  """A fresh permutation, laid out like :func:`batch_layout`, drawn on the device."""
+  indices, mask = batch_layout(num_examples, batch_size)
+  permutation = jax.random.permutation(key, num_examples)
+  return permutation[jnp.asarray(indices)], jnp.asarray(mask)

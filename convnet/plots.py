@@ -1,0 +1,77 @@
+"""The sweep's pictures: accuracy against speed with the Pareto front, and learning curves.
+
+Figures are matplotlib ``Figure`` objects on the Agg canvas (no pyplot, no global state), so they
+are safe in scripts, tests and notebooks alike.
+"""
+
+from collections.abc import Mapping, Sequence
+import os
+from pathlib import Path
+import statistics
+from typing import Any
+
+
+def figure(width: float = 7.0, height: float = 5.0, dpi: int = 110):
+  """A matplotlib Figure on the Agg canvas (savefig works without pyplot)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(width, height), dpi=dpi)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def short_label(name: str) -> str:
+  """'features=64-64,kernel_size=3' -> '64-64 k3' for plot labels."""
+  return name.replace("features=", "").replace(",kernel_size=", " k").replace("kernel_size=", "k")
+
+
+def pareto(rows: Sequence[Any], front: Sequence[Any], spot: Any | None, machine: str):
+  """Test accuracy against seconds per epoch, one point per configuration (± std over seeds).
+
+  ``rows``, ``front`` (fastest first) and ``spot`` are ``report.ConfigResult``s.
+  """
+  fig = figure()
+  ax = fig.add_subplot()
+  for r in rows:
+    ax.errorbar(r.seconds_mean, 100 * r.accuracy_mean, xerr=r.seconds_std, yerr=100 * r.accuracy_std, fmt="o",
+                color="tab:red" if r in front else "tab:blue", capsize=3)  # fmt: skip
+    ax.annotate(short_label(r.name), (r.seconds_mean, 100 * r.accuracy_mean), textcoords="offset points",
+                xytext=(5, 5), fontsize=7)  # fmt: skip
+  ax.plot(
+    [r.seconds_mean for r in front], [100 * r.accuracy_mean for r in front], "--", color="tab:red", label="Pareto front"
+  )
+  if spot is not None:
+    ax.scatter([spot.seconds_mean], [100 * spot.accuracy_mean], s=250, facecolors="none", edgecolors="black",
+               label=f"sweet spot: {spot.name}")  # fmt: skip
+  ax.set_xlabel("seconds per epoch (compilation excluded)")
+  ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+  ax.set_title(f"Accuracy vs speed\n{machine}", fontsize=8)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="best")
+  fig.tight_layout()
+  return fig
+
+
+def learning_curves(curves: Mapping[str, Mapping[int, Sequence[float]]]):
+  """Test accuracy per epoch, mean over seeds: ``curves[configuration][epoch]`` = accuracies."""
+  fig = figure()
+  ax = fig.add_subplot()
+  for name, by_epoch in curves.items():
+    epochs = sorted(by_epoch)
+    ax.plot(epochs, [100 * statistics.fmean(by_epoch[e]) for e in epochs], marker="o", label=short_label(name))
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("test accuracy (%), mean over seeds")
+  ax.set_title("Learning curves")
+  ax.grid(alpha=0.3)
+  if curves:
+    ax.legend(fontsize=6)
+  fig.tight_layout()
+  return fig
+
+
+def save(fig, path: Path) -> None:
+  """Writes the figure to ``path`` through a temporary file, so a reader never sees half a PNG."""
+  tmp = path.with_name(f".{path.name}.tmp.png")
+  fig.savefig(tmp)
+  os.replace(tmp, path)

@@ -1,0 +1,130 @@
+"""The documentation runs: every `python -m convnet...` command in README.md and experiments/*/README.md,
+and the README's Python block.
+
+Every command is parsed with its module's own flags and builds its model(s) here, in-process. Then,
+in a scratch directory, the commands run for real as written: the README's main job (the smoke
+sweep, on its real-data subset), the tools (summary, report, visualize, walkthrough), and single
+runs on a small subset of the data (the same command with a few --config.dataset/num_epochs flags
+added); the other sweeps and the benchmark only parse here (the full grid takes an hour; the
+benchmark runs in test_benchmark.py). Last, the README's Python block runs as written.
+"""
+
+import importlib
+import os
+from pathlib import Path
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO
+import jax
+import jax.numpy as jnp
+import pytest
+
+from convnet import cli, configuration, input_pipeline, models, sweep
+
+DOCS = [REPO / "README.md", *sorted(REPO.glob("experiments/*/README.md"))]
+SMALL_RUN = [
+  "--config.dataset.num_train_examples=256",
+  "--config.dataset.num_test_examples=128",
+  "--config.num_epochs=1",
+]
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+  """(where, argv) for every `python -m convnet.X ...` in a code block or inline code span of the docs."""
+  found = []
+  for doc in DOCS:
+    text = doc.read_text()
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    spans = re.findall(r"(?<!`)`([^`\n]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()] + spans
+    for line in lines:
+      for part in re.split(r"&&|;", re.split(r"\s#\s", line)[0]):
+        words = shlex.split(part)
+        if len(words) > 2 and words[0].endswith("python") and words[1] == "-m" and words[2].startswith("convnet."):
+          found.append((f"{doc.relative_to(REPO)}: {part.strip()}", words[2:]))
+  return found
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_docs_hold_the_commands_we_expect():
+  modules = {argv[0] for _, argv in COMMANDS}
+  assert {"convnet.main", "convnet.summary", "convnet.report", "convnet.visualize", "convnet.walkthrough",
+          "convnet.benchmark"} <= modules  # fmt: skip
+  assert len(COMMANDS) >= 25
+  assert any(argv[:2] == ["convnet.main", "--config=configs/sweep.py:smoke"] for _, argv in COMMANDS)
+
+
+def build(config) -> int:
+  """Checks a run's config and builds its model on the data's shape (abstractly: no compile); its parameter count."""
+  config = config.to_dict()
+  configuration.check_config(config)
+  image_shape, num_classes = input_pipeline.peek_shape(config["dataset"])
+  kwargs = configuration.model_kwargs(config, num_classes)
+  models.layer_specs(kwargs, image_shape)
+  variables = jax.eval_shape(models.ConvNet(**kwargs).init, jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)))
+  return models.count_params(variables["params"])
+
+
+@pytest.mark.parametrize("where, argv", COMMANDS, ids=[w for w, _ in COMMANDS])
+def test_each_documented_command_parses_and_builds_its_model(real_data_dir, where, argv):
+  module = importlib.import_module(argv[0])
+  values = cli.parse(argv, module.define_flags)
+  if "config" in values and values.config is not None:
+    config = values.config
+    trials = sweep.expand(config) if "sweep" in config else [sweep.Trial("run", {}, config)]
+    built = [build(trial.config) for trial in trials]
+    assert all(count > 0 for count in built)
+
+
+def run_here(cwd: Path, argv: list[str]) -> subprocess.CompletedProcess:
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workspace(real_data_dir, tmp_path_factory) -> Path:
+  """A scratch directory where the documented commands ran, mains first (later tools read their runs)."""
+  cwd = tmp_path_factory.mktemp("docs")
+  mains = [argv for _, argv in COMMANDS if argv[0] == "convnet.main"]
+  others = [argv for _, argv in COMMANDS if argv[0] not in ("convnet.main", "convnet.benchmark")]
+  for argv in mains:
+    config = cli.parse(argv, importlib.import_module("convnet.main").define_flags).config
+    if "sweep" in config:
+      if config.dataset.num_train_examples is not None:  # the smoke sweep: as written
+        result = run_here(cwd, argv)
+        assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
+    else:
+      result = run_here(cwd, argv + SMALL_RUN)
+      assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
+  for name in ("sweep", "depth"):  # what the report commands read (their sweeps take an hour)
+    shutil.copytree(cwd / "runs" / "smoke", cwd / "runs" / name, dirs_exist_ok=True)
+  for argv in others:
+    result = run_here(cwd, argv)
+    assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
+  return cwd
+
+
+def test_documented_commands_run_as_written(workspace):
+  assert (workspace / "runs" / "smoke" / "report.md").is_file()
+  assert "test_accuracy" in (workspace / "runs" / "default" / "summary.json").read_text()
+  assert (workspace / "experiments" / "visualize" / "activations.png").is_file()
+
+
+def readme_python_block() -> str:
+  blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+  assert len(blocks) == 1, "README.md should have one Python block"
+  return blocks[0]
+
+
+def test_the_readme_python_block_runs_as_written(workspace):
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  result = subprocess.run([sys.executable, "-c", readme_python_block()], cwd=workspace, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert re.search(r"\d+\.\d+% test accuracy", result.stdout), result.stdout
