@@ -1,13 +1,15 @@
 """Convolution and max pooling with gradients that stay on XLA:CPU's fast paths.
 
 Both functions compute exactly what ``lax.conv_general_dilated`` and a 'VALID' max pool compute;
-only their backward passes are written by hand (../shared/PERFORMANCE_NOTES.md, items 1 and 3):
+only their backward passes are written by hand, to avoid two XLA:CPU slow paths (measured with
+``python -m convnet.benchmark --mode=xla``; experiments/benchmarks/README.md, "What the speed rests on"):
 
 * :func:`conv2d`: autodiff emits the two gradient convolutions with non-canonical dimension orders,
   and XLA:CPU only canonicalises the entry computation, so inside a ``lax.scan`` (our whole-epoch
-  loop) they fall back to a naive kernel, ~250 ms per step. Here the kernel gradient is an
-  NHWC/HWIO/NHWC convolution with explicit transposes, which Eigen runs at full speed anywhere,
-  and the input gradient a GEMM plus col2im (no FLOPs spent on zero padding).
+  loop) they fall back to a naive kernel: ~180 ms per step for the seed's second conv, against
+  ~4 ms here. Here the kernel gradient is an NHWC/HWIO/NHWC convolution with explicit transposes,
+  which Eigen runs at full speed anywhere, and the input gradient a GEMM plus col2im (no FLOPs
+  spent on zero padding).
 * :func:`max_pool`: ``lax.reduce_window``'s gradient is a ``select_and_scatter`` that XLA:CPU runs
   as a serial scalar loop. Here the pool is a reshape-and-max, and the gradient goes to the first
   maximum of each window in row-major order, as TensorFlow does (Fashion-MNIST's blank backgrounds
