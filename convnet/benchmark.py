@@ -156,23 +156,42 @@ def _median_ms(fn, *args, repeats: int = 15) -> float:
   return statistics.median(times)
 
 
-def _conv_ms(use_flag: bool, connection) -> None:
-  """In a fresh process: forward + both gradients of the seed's second conv, with or without the flag."""
+def _lax_conv(x, kernel):
+  from jax import lax
+
+  return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _flag_ms(use_flag: bool, connection) -> None:
+  """In a fresh process, with or without the XLA:CPU flag: ms for the seed's second conv (forward and
+  both gradients, one jit) and ms per step of the seed network's scanned training program."""
   import os
 
-  from convnet import runtime
+  import numpy as np
 
-  flags_now = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in runtime.CPU_FLAGS]
-  os.environ["XLA_FLAGS"] = " ".join(flags_now + (list(runtime.CPU_FLAGS) if use_flag else []))
+  from convnet import input_pipeline, runtime, train
+
+  kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in runtime.CPU_FLAGS]
+  os.environ["XLA_FLAGS"] = " ".join(kept + (list(runtime.CPU_FLAGS) if use_flag else []))
   import jax
-  from jax import lax
 
   x, kernel = (
     jax.random.normal(jax.random.PRNGKey(0), (32, 13, 13, 64)),
     jax.random.normal(jax.random.PRNGKey(1), (3, 3, 64, 64)),
   )
-  conv = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
-  connection.send(_median_ms(jax.jit(jax.grad(lambda x, k: conv(x, k).sum(), argnums=(0, 1))), x, kernel))
+  conv_ms = _median_ms(jax.jit(jax.grad(lambda x, k: _lax_conv(x, k).sum(), argnums=(0, 1))), x, kernel)
+  rng = np.random.default_rng(0)  # random images: the step's speed does not depend on the pixels
+  images, labels = rng.integers(0, 256, (6400, 28, 28, 1), np.uint8), rng.integers(0, 10, 6400).astype(np.int32)
+  data = input_pipeline.Dataset(images, labels, images[:500], labels[:500], tuple("0123456789"), "random")
+  config = {**configuration.load_config("configs/default.py").to_dict(), "steps_per_call": 200}
+  state = train.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
+  program = train.EpochProgram(state, data, config, jax.random.PRNGKey(1))
+  times = []
+  for epoch in range(1, 5):
+    start = time.perf_counter()
+    state, _ = program.train_epoch(state, epoch)
+    times.append((time.perf_counter() - start) / program.num_steps * 1e3)
+  connection.send((conv_ms, statistics.median(times)))
 
 
 def run_xla_paths() -> None:
@@ -183,7 +202,7 @@ def run_xla_paths() -> None:
   import jax
   from jax import lax
 
-  from convnet import ops
+  from convnet import ops, runtime
 
   key = jax.random.PRNGKey(0)
   maps = jax.random.normal(key, (32, 26, 26, 64))  # the seed's first conv output at batch 32
@@ -195,23 +214,21 @@ def run_xla_paths() -> None:
   print("max pool 2x2 gradient, (32, 26, 26, 64): " + ", ".join(f"{n} {t:.2f} ms" for n, t in pool_ms.items()))
 
   context = multiprocessing.get_context("spawn")
-  conv_ms = {}
+  flag_ms = {}
   for use_flag in (False, True):
     parent, child = context.Pipe()
-    process = context.Process(target=_conv_ms, args=(use_flag, child))
+    process = context.Process(target=_flag_ms, args=(use_flag, child))
     process.start()
-    conv_ms[use_flag] = parent.recv()
+    flag_ms[use_flag] = parent.recv()
     process.join()
+  flag = " ".join(runtime.CPU_FLAGS)
   print(f"conv 3x3 forward + gradients, (32, 13, 13, 64) x (3, 3, 64, 64), one jit: without the flag (YNNPACK) "
-        f"{conv_ms[False]:.2f} ms, with {runtime_flag()} (Eigen) {conv_ms[True]:.2f} ms")  # fmt: skip
+        f"{flag_ms[False][0]:.2f} ms, with {flag} (Eigen) {flag_ms[True][0]:.2f} ms")  # fmt: skip
+  print(f"the seed network's scanned train step (batch 32): without the flag {flag_ms[False][1]:.2f} ms/step, "
+        f"with it {flag_ms[True][1]:.2f} ms/step")  # fmt: skip
 
   x, kernel = jax.random.normal(key, (32, 13, 13, 64)), jax.random.normal(key, (3, 3, 64, 64))
-  convs = {
-    "autodiff of lax.conv": lambda x, k: lax.conv_general_dilated(
-      x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    ),
-    "ops.conv2d": ops.conv2d,
-  }
+  convs = {"autodiff of lax.conv": _lax_conv, "ops.conv2d": ops.conv2d}
   steps = 5
   scan_ms = {}
   for name, conv in convs.items():
@@ -227,12 +244,6 @@ def run_xla_paths() -> None:
     f"the same conv's gradients inside a lax.scan ({steps} steps): "
     + ", ".join(f"{n} {t:.2f} ms/step" for n, t in scan_ms.items())
   )
-
-
-def runtime_flag() -> str:
-  from convnet import runtime
-
-  return " ".join(runtime.CPU_FLAGS)
 
 
 def main(values: flags.FlagValues) -> None:
