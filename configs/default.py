@@ -5,9 +5,10 @@ Conv 64@3x3 relu -> max pool 2x2 -> Conv 64@3x3 relu -> max pool 2x2 -> Dense 12
 
     python -m convnet.main --config=configs/default.py --workdir=runs/default
 
-Measured on the project's 2-core CPU (experiments/default_run): 88.17% test accuracy after epoch 1,
-91.12% after epoch 5; median 20.4 s per epoch (compilation, 2.2 s, excluded); 118 s wall in all.
-With the fused first layer (commit 0479191): 88.14% / 90.96%, median 12.06 s per epoch, 70 s wall.
+Measured (experiments/default_run), on the project's 2-core Intel Xeon at commit 3905f4a: 88.61% test
+accuracy after epoch 1, 91.09% after epoch 5; median 11.13 s per epoch (compilation, 1.5 s, excluded);
+66 s wall in all. Earlier, on a 2-core AMD EPYC: 91.12% at 20.4 s/epoch, then 90.96% at 12.06 s/epoch
+with the fused first layer (commit 0479191).
 """
 
 import ml_collections
