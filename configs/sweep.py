@@ -33,6 +33,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.report.rule = "within_std"
   config.report.tolerance = 0.005
   config.progress = False  # one line per epoch in the log instead of a bar per trial
+  # A re-run retries trials that failed for reasons outside them (I/O, data, a crash); True: also
+  # those that failed on their own (a NaN or diverged loss, a bad value).
+  config.retry_failed = False
 
   if variant == "smoke":  # a quick look on a small real subset: 4 trials, seconds each
     config.dataset.num_train_examples = 2000

@@ -97,7 +97,7 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
   unfused: ``model.fuse_max_channels=0``) vs plain Flax layers with one jit per step, alternating."""
   import jax
 
-  from convnet import input_pipeline, sweep, train
+  from convnet import input_pipeline, steps, sweep, train
 
   data = input_pipeline.get_datasets(_data_config(data_dir, 0))
   rows, seen = [], set()
@@ -111,12 +111,12 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
     programs = {}
     for variant, fuse in (("convnet", model["fuse_max_channels"]), ("unfused", 0)):
       variant_config = {**config, "model": {**config["model"], "fuse_max_channels": fuse}}
-      state = train.create_train_state(jax.random.PRNGKey(0), variant_config, data.image_shape, data.num_classes)
+      state = steps.create_train_state(jax.random.PRNGKey(0), variant_config, data.image_shape, data.num_classes)
       program = train.EpochProgram(state, data, variant_config, jax.random.PRNGKey(1))
       programs[variant] = [program.step_fns[min(steps, program.num_steps)], state]
     indices, mask = program.shuffle_fn(jax.random.PRNGKey(2))
     flax_config = {**config, "model": {**config["model"], "ops": "flax"}}
-    flax_state = train.create_train_state(jax.random.PRNGKey(0), flax_config, data.image_shape, data.num_classes)
+    flax_state = steps.create_train_state(jax.random.PRNGKey(0), flax_config, data.image_shape, data.num_classes)
     images, labels = program.train_images, program.train_labels
     flax_steps = max(10, steps // 10)  # the slow path: fewer steps
     times = {"convnet": [], "unfused": [], "flax": []}
@@ -130,7 +130,7 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
       start = time.perf_counter()
       for i in range(flax_steps):
         batch = {"image": images[indices[i]], "label": labels[indices[i]], "mask": mask[i]}
-        flax_state, metrics = train.train_step(flax_state, batch)
+        flax_state, metrics = steps.train_step(flax_state, batch)
       jax.block_until_ready(metrics)
       times["flax"].append((time.perf_counter() - start) / flax_steps * 1e3)
     ms = {variant: statistics.median(t[1:]) for variant, t in times.items()}
@@ -169,7 +169,7 @@ def _flag_ms(use_flag: bool, connection) -> None:
 
   import numpy as np
 
-  from convnet import input_pipeline, runtime, train
+  from convnet import input_pipeline, runtime, steps, train
 
   kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in runtime.CPU_FLAGS]
   os.environ["XLA_FLAGS"] = " ".join(kept + (list(runtime.CPU_FLAGS) if use_flag else []))
@@ -184,7 +184,7 @@ def _flag_ms(use_flag: bool, connection) -> None:
   images, labels = rng.integers(0, 256, (6400, 28, 28, 1), np.uint8), rng.integers(0, 10, 6400).astype(np.int32)
   data = input_pipeline.Dataset(images, labels, images[:500], labels[:500], tuple("0123456789"), "random")
   config = {**configuration.load_config("configs/default.py").to_dict(), "steps_per_call": 200}
-  state = train.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
+  state = steps.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
   program = train.EpochProgram(state, data, config, jax.random.PRNGKey(1))
   times = []
   for epoch in range(1, 5):

@@ -13,7 +13,8 @@ Every ``python -m convnet.X`` module follows one pattern::
 
 Importing the module defines nothing; :func:`run` sets the XLA flags, defines and parses the flags,
 and prints a bad flag, an unexpected argument or a :class:`~convnet.errors.ConvnetError` from the
-job as one ``error: ...`` line on stderr (exit status 1). :func:`parse` parses into fresh
+job, a full disk or an unwritable file as one ``error: ...`` line on stderr (exit status 1; 130 for
+Ctrl-C, with what to do next). :func:`parse` parses into fresh
 FlagValues, for tests and tools that check a command line without running it.
 """
 
@@ -28,7 +29,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from convnet import runtime
-from convnet.errors import ConfigError, ConvnetError
+from convnet.errors import ConfigError, ConvnetError, Interrupted, storage_problem
 
 DefineFlags = Callable[[flags.FlagValues], None]
 
@@ -157,7 +158,20 @@ def run(main: Callable[[flags.FlagValues], None], define_flags: DefineFlags | No
     logging.getLogger("convnet").setLevel(logging.INFO)
     try:
       main(flags.FLAGS)
+    except Interrupted as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(130)
+    except KeyboardInterrupt:
+      print("error: interrupted; re-run the same command to resume", file=sys.stderr)
+      sys.exit(130)
     except ConvnetError as e:
       fail(str(e))
+    except Exception as e:  # a full disk or an unwritable file, however deep it was raised: one line
+      problem = storage_problem(e)
+      if problem is None and isinstance(e, OSError) and e.filename:
+        problem = f"{e.filename}: {e.strerror}"
+      if problem is None:
+        raise
+      fail(f"{problem}; nothing already written is lost: fix it and re-run the same command to resume")
 
   app.run(guarded, flags_parser=lambda argv: _parse_into(flags.FLAGS, argv))

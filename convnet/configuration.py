@@ -10,7 +10,7 @@ The same-run rule: a workdir holds one run. Re-running it with a config that wou
 result is refused (one line naming the field); the fields in :data:`RESUMABLE_CHANGES` may change.
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 import importlib.util
 import math
 import os
@@ -118,14 +118,22 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
   return logs.flatten_dict(config)
 
 
-def check_same_run(previous: Mapping[str, Any] | None, current: Mapping[str, Any], workdir) -> None:
-  """Raises ConfigError if ``workdir``'s recorded config differs from ``current`` in a result-changing field."""
+def check_same_run(
+  previous: Mapping[str, Any] | None,
+  current: Mapping[str, Any],
+  workdir,
+  resumable: Collection[str] = RESUMABLE_CHANGES,
+) -> None:
+  """Raises ConfigError if ``workdir``'s recorded config differs from ``current`` in a field that is
+  not ``resumable`` (a field's path, or a group's: ``model`` covers ``model.features``)."""
   if previous is None:
     return
   before, now = _comparable(previous), _comparable(current)
-  changed = sorted(
-    k for k in set(before) | set(now) if k.split(".")[0] not in RESUMABLE_CHANGES and before.get(k) != now.get(k)
-  )
+
+  def may_change(key: str) -> bool:
+    return any(key == path or key.startswith(path + ".") for path in resumable)
+
+  changed = sorted(k for k in set(before) | set(now) if not may_change(k) and before.get(k) != now.get(k))
   if changed:
     k = changed[0]
     raise ConfigError(

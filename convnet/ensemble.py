@@ -19,18 +19,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from convnet import batching, configuration, input_pipeline, train
+from convnet import batching, configuration, input_pipeline, steps
 
 
 def _per_seed(metrics: Mapping[str, jax.Array], count: int) -> list[dict[str, float]]:
   host = jax.device_get(metrics)
-  return [train.summarize({k: v[i] for k, v in host.items()}) for i in range(count)]
+  return [steps.summarize({k: v[i] for k, v in host.items()}) for i in range(count)]
 
 
 # The trainer's own step and evaluation, mapped over a leading seeds axis of the states (and of the
 # batch order, in training); the data is shared.
-_train_chunks = jax.jit(jax.vmap(train.scan_updates, in_axes=(0, None, None, 0, 0)), donate_argnums=0)
-_evaluate = jax.jit(jax.vmap(train.scan_metrics, in_axes=(0, None, None, None, None)))
+_train_chunks = jax.jit(jax.vmap(steps.scan_updates, in_axes=(0, None, None, 0, 0)), donate_argnums=0)
+_evaluate = jax.jit(jax.vmap(steps.scan_metrics, in_axes=(0, None, None, None, None)))
 
 
 class SeedsProgram:
@@ -44,7 +44,7 @@ class SeedsProgram:
     configuration.check_config({**config, "seed": 0})
     keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
     init_keys, self.shuffle_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-    self.states = jax.vmap(lambda k: train.create_train_state(k, config, data.image_shape, data.num_classes))(init_keys)
+    self.states = jax.vmap(lambda k: steps.create_train_state(k, config, data.image_shape, data.num_classes))(init_keys)
     self.images, self.labels = jax.device_put(data.train_images), jax.device_put(data.train_labels)
     self.test_images, self.test_labels = jax.device_put(data.test_images), jax.device_put(data.test_labels)
     self.num_train, self.batch_size = len(data.train_labels), config["batch_size"]

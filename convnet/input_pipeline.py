@@ -155,7 +155,8 @@ def load_idx(directory: str | os.PathLike, class_names: tuple[str, ...] | None =
     raise DataError(
       f"{directory}: train images are {arrays['train'][0].shape[1:]} but test images are {arrays['test'][0].shape[1:]}"
     )
-  num_classes = len(class_names) if class_names else int(arrays["train"][1].max()) + 1
+  # The classes are the training labels' (0..max); the given names only when there is one per class.
+  num_classes = int(arrays["train"][1].max(initial=0)) + 1
   for split, key in (("train", "train_labels"), ("test", "test_labels")):
     labels = arrays[split][1]
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
@@ -165,7 +166,8 @@ def load_idx(directory: str | os.PathLike, class_names: tuple[str, ...] | None =
       )
   if num_classes < 2:
     raise DataError(f"{paths['train_labels']}: only {num_classes} class in the labels; need at least 2")
-  names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
+  fits = class_names is not None and len(class_names) == num_classes
+  names = tuple(class_names) if fits else tuple(str(i) for i in range(num_classes))
   return Dataset(*arrays["train"], *arrays["test"], class_names=names, source=f"idx:{directory}")
 
 
@@ -174,10 +176,21 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
   import tensorflow_datasets as tfds  # imported here: TFDS is slow to import and optional at run time
 
   try:
-    sources = tfds.data_source(name, split=["train", "test"], data_dir=data_dir)
     builder = tfds.builder(name, data_dir=data_dir)
-  except Exception as e:  # TFDS raises many kinds: not found, no network, no TensorFlow to prepare
-    message = str(e).splitlines()[0] if str(e) else ""
+  except Exception as e:  # noqa: BLE001 - TFDS raises many kinds for an unknown name
+    raise DataError(f"TFDS has no dataset {name!r} ({type(e).__name__}); see tfds.list_builders()") from None
+  prepared = builder.is_prepared()
+  try:
+    sources = tfds.data_source(name, split=["train", "test"], data_dir=data_dir)
+  except Exception as e:  # TFDS raises many kinds: no network, no TensorFlow to prepare, a broken download
+    message = str(e).splitlines()[0][:200] if str(e) else ""
+    if not prepared:
+      raise DataError(
+        f"TFDS dataset {name!r} is not prepared in {builder.data_dir.rsplit('/', 2)[0]} and could not be "
+        f"downloaded here ({type(e).__name__}: {message}); prepare it on a machine with network access "
+        f"(tfds.builder({name!r}).download_and_prepare()) and copy its folder here, pointing "
+        f"--config.dataset.tfds_data_dir at it"
+      ) from None
     raise DataError(f"TFDS dataset {name!r} could not be loaded ({type(e).__name__}: {message})") from None
   features = builder.info.features
   image_key = next((k for k in ("image", "img") if k in features), None)
@@ -201,8 +214,11 @@ def _subset(dataset: Dataset, num_train: int | None, num_test: int | None) -> Da
     ("num_train_examples", num_train, len(dataset.train_labels)),
     ("num_test_examples", num_test, len(dataset.test_labels)),
   ):
-    if value is not None and not (isinstance(value, int) and 1 <= value):
-      raise ConfigError(f"dataset.{field}={value!r} is not allowed; use a positive int or None (all {available})")
+    if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= available):
+      raise ConfigError(
+        f"dataset.{field}={value!r} is not allowed; {dataset.source} has {available:,} of them: "
+        f"use 1..{available} or None (all)"
+      )
   return dataclasses.replace(
     dataset,
     train_images=dataset.train_images[:num_train],
@@ -231,12 +247,8 @@ def peek_shape(dataset_config: Mapping[str, Any]) -> tuple[tuple[int, int, int],
       raise DataError(f"{path}: not an IDX uint8 image file (header {head[:4].hex()})")
     _, height, width, *channels = (int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     image_shape = (height, width, channels[0] if channels else 1)
-    if name == "fashion_mnist":
-      num_classes = len(FASHION_MNIST_CLASSES)
-    else:
-      labels = read_idx(_find_idx_file(directory, IDX_FILES["train_labels"]))
-      num_classes = int(labels.max()) + 1
-    return image_shape, num_classes
+    labels = read_idx(_find_idx_file(directory, IDX_FILES["train_labels"]))  # 60 kB: the classes are the labels'
+    return image_shape, int(labels.max(initial=0)) + 1
   import tensorflow_datasets as tfds
 
   try:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convnet import checkpoints, configuration, input_pipeline, logs, models, ops, plots
+from convnet import checkpoints, configuration, input_pipeline, logs, models, ops, plots, steps
 from convnet.errors import ConfigError, DataError
 
 # The course's 3x3 filters (its sidebar on convolutions), plus the Sobel pair.
@@ -47,7 +47,6 @@ class Run:
 
 def load_run(workdir: str | Path) -> Run:
   """A trained run: its config.json, its last checkpoint's parameters and its test data."""
-  from convnet import train  # the train state's structure is what the checkpoint holds
 
   workdir = Path(workdir)
   if not workdir.is_dir():
@@ -57,7 +56,7 @@ def load_run(workdir: str | Path) -> Run:
     raise DataError(f"{workdir / logs.CONFIG_FILE}: not found; {workdir} is not a convnet run")
   data = input_pipeline.get_datasets(config["dataset"])
   kwargs = configuration.model_kwargs(config, data.num_classes)
-  target = train.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
+  target = steps.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
   state, epoch = checkpoints.restore(workdir, target)
   specs = models.layer_specs(kwargs, data.image_shape)
   return Run(workdir, config, models.ConvNet(**kwargs), state.params, epoch, data, specs)

@@ -11,7 +11,7 @@ and fsynced, a torn last line (no newline) is ignored when reading and cut off b
 append, and whole files are replaced with write-to-temp, fsync, rename.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 import json
 import math
 import os
@@ -19,6 +19,8 @@ from pathlib import Path
 import statistics
 import tempfile
 from typing import Any
+
+from convnet.errors import DataError
 
 CONFIG_FILE = "config.json"
 CODE_KEY = "code"  # config.json's record of the code that ran (convnet.provenance), beside the config fields
@@ -80,21 +82,44 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
-  """The JSON object in ``path``, or None if the file does not exist."""
+  """The JSON object in ``path``, or None if the file does not exist; DataError if it is not JSON."""
   try:
-    return json.loads(Path(path).read_text())
+    value = json.loads(Path(path).read_text())
   except FileNotFoundError:
     return None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DataError(f"{path}: corrupt, not JSON ({e}); move it away to start this run afresh") from None
+  if not isinstance(value, dict):
+    raise DataError(f"{path}: corrupt, holds a {type(value).__name__} instead of a JSON object")
+  return value
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """All complete lines of a JSON-lines file; a torn last line (no newline) is ignored."""
+def read_jsonl(path: str | os.PathLike, on_bad_line: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+  """All complete lines of a JSON-lines file; a torn last line (no newline) is ignored.
+
+  A garbled line elsewhere raises DataError naming the file and the line, or, with ``on_bad_line``,
+  is passed over after ``on_bad_line('FILE:LINE: what is wrong')``.
+  """
   try:
-    text = Path(path).read_text()
+    text = Path(path).read_text(errors="replace")
   except FileNotFoundError:
     return []
-  lines = text.split("\n")
-  return [json.loads(line) for line in lines[:-1] if line.strip()]
+  records = []
+  for number, line in enumerate(text.split("\n")[:-1], start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict):
+        raise ValueError(f"a {type(record).__name__}, not a JSON object")
+    except ValueError as e:
+      problem = f"{path}:{number}: corrupt line ({str(e).splitlines()[0][:120]})"
+      if on_bad_line is None:
+        raise DataError(problem + "; remove or repair that line") from None
+      on_bad_line(problem)
+      continue
+    records.append(record)
+  return records
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
@@ -120,13 +145,14 @@ def rewrite_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]])
   atomic_write_text(path, "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in records))
 
 
-def is_finished(summary: Mapping[str, Any] | None, num_epochs: int) -> bool:
-  """Whether a run's summary says it completed ``num_epochs`` (or stopped early on ``stop_at``)."""
-  return (
-    bool(summary)
-    and summary.get("status") == "completed"
-    and (summary.get("stopped_early") or summary.get("epoch", 0) >= num_epochs)
-  )
+def is_finished(summary: Mapping[str, Any] | None, config: Mapping[str, Any]) -> bool:
+  """Whether a run's summary says it is done for ``config``: completed ``num_epochs``, or stopped early
+  at a train accuracy that the config's ``stop_at`` still stops at (else it resumes)."""
+  if not summary or summary.get("status") != "completed":
+    return False
+  stop_at = config.get("stop_at")
+  stopped = summary.get("stopped_early") and stop_at is not None and summary.get("train_accuracy", 0) >= stop_at
+  return bool(stopped or summary.get("epoch", 0) >= config["num_epochs"])
 
 
 def history_summary(history: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -176,16 +202,35 @@ class RunLog:
     return kept
 
   def write_metrics(self, record: Mapping[str, Any]) -> None:
+    """Appends an epoch's line to metrics.jsonl, then its scalars to TensorBoard."""
     append_jsonl(self.metrics_path, record)
-    if self._tensorboard:
-      if self._writer is None:
-        from tensorboardX import SummaryWriter  # imported on first use: it pulls in protobuf
+    self._add_scalars(record)
 
-        self._writer = SummaryWriter(str(self.workdir / TENSORBOARD_DIR))
-      for key, value in record.items():
-        if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-          self._writer.add_scalar(key, value, global_step=record["epoch"])
-      self._writer.flush()
+  def _add_scalars(self, record: Mapping[str, Any]) -> None:
+    if not self._tensorboard:
+      return
+    if self._writer is None:
+      from tensorboardX import SummaryWriter  # imported on first use: it pulls in protobuf
+
+      self._writer = SummaryWriter(str(self.workdir / TENSORBOARD_DIR))
+    for key, value in record.items():
+      if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+        self._writer.add_scalar(key, value, global_step=record["epoch"])
+    self._writer.flush()
+
+  def rewrite_tensorboard(self, history: Iterable[Mapping[str, Any]]) -> None:
+    """TensorBoard's events made anew from metrics.jsonl's lines (on resume): every epoch once, none lost.
+
+    A kill between an epoch's metrics line and its events, or an epoch trained again after a kill
+    before its checkpoint, would otherwise leave TensorBoard missing an epoch or showing one twice.
+    """
+    if not self._tensorboard:
+      return
+    self.close()
+    for old in (self.workdir / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
+      old.unlink()
+    for record in history:
+      self._add_scalars(record)
 
   def read_summary(self) -> dict[str, Any] | None:
     return read_json(self.workdir / SUMMARY_FILE)

@@ -29,14 +29,14 @@ def main(values: flags.FlagValues) -> None:
   logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
   config, workdir = values.config, Path(values.workdir)
   if "sweep" in config:
-    from convnet import report, sweep
+    from convnet import analysis, sweep
 
     done = sweep.run(config, workdir)
     if done.sweet_spot is not None:
       spot = done.sweet_spot
-      print(f"sweet spot: {spot.name}: {report.accuracy_text(spot)} test accuracy at {spot.seconds_mean:.2f} s/epoch")
+      print(f"sweet spot: {spot.name}: {analysis.accuracy_text(spot)} test accuracy at {spot.seconds_mean:.2f} s/epoch")
     else:
-      print(f"no completed trials in {workdir}, so no sweet spot (see the report)")
+      print(f"{analysis.chosen_sweet_spot(done.rows, config.to_dict())[1]} (see the report)")
     print(f"report: {done.files[0]}; also: {', '.join(str(f) for f in done.files[1:])}")
   else:
     from convnet import train

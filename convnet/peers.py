@@ -77,11 +77,11 @@ def _measure_peak_gflops() -> float:
 def convnet_worker(data, batch_size: int, variant: str) -> tuple[dict[str, Any], EpochFn]:
   import jax
 
-  from convnet import provenance, train
+  from convnet import provenance, steps, train
 
   config = seed_config(batch_size).to_dict()
   init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(0))
-  holder = {"state": train.create_train_state(init_rng, config, data.image_shape, data.num_classes)}
+  holder = {"state": steps.create_train_state(init_rng, config, data.image_shape, data.num_classes)}
   program = train.EpochProgram(holder["state"], data, config, shuffle_rng)
 
   def epoch(index: int) -> dict[str, float]:

@@ -29,7 +29,7 @@ def short_label(name: str) -> str:
 def pareto(rows: Sequence[Any], front: Sequence[Any], spot: Any | None, machine: str):
   """Test accuracy against seconds per epoch, one point per configuration (± std over seeds).
 
-  ``rows``, ``front`` (fastest first) and ``spot`` are ``report.ConfigResult``s.
+  ``rows``, ``front`` (fastest first) and ``spot`` are ``analysis.ConfigResult``s.
   """
   fig = figure()
   ax = fig.add_subplot()

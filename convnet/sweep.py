@@ -4,8 +4,16 @@ Each trial is the base config with a few overrides and a stable, readable name d
 (``features=32-32,kernel_size=5,seed=1``); it trains with ``train.train_and_evaluate`` in
 ``DIR/trials/<name>/``. ``DIR/results.jsonl`` gets one line per finished trial (completed, failed or
 skipped), appended with one fsynced write, so a ``kill -9`` at any moment leaves every line whole
-and none twice. Re-running the same command skips recorded trials and resumes an interrupted one
-from its checkpoint. Trials run one at a time so that their timings are comparable.
+and none twice. The sweep holds ``DIR``'s lock while it works (``convnet.locks``).
+
+Re-running the same command skips recorded trials and resumes an interrupted one from its
+checkpoint. A trial that failed for a reason outside it (I/O, data, a crash) runs again; one that
+failed on its own (a NaN or diverged loss, a bad value) stays failed unless ``retry_failed=True``;
+an impossible shape stays skipped. A retried trial's new line follows its old one (the later wins),
+so ``results.jsonl`` keeps the history. A re-run may add axis values (extending the sweep) and change
+the fields that change no result; any other change is refused, naming the field. A full disk stops
+the sweep with its records intact (free space, re-run to resume). Trials run one at a time so that
+their timings are comparable.
 """
 
 from collections.abc import Mapping
@@ -19,13 +27,17 @@ from typing import Any
 
 import ml_collections
 
-from convnet import configuration, input_pipeline, logs, models, provenance, report, train
-from convnet.errors import ConfigError, ConvnetError
+from convnet import configuration, input_pipeline, locks, logs, models, provenance, report, train
+from convnet.errors import ConfigError, ConvnetError, Interrupted, StorageError, TrainingError, storage_problem
 
 log = logging.getLogger("convnet")
 RESULTS_FILE = report.RESULTS_FILE
 TRIALS_DIR = "trials"
-SWEEP_FIELDS = ("sweep", "sweep_zip", "report")  # not part of a trial's config
+SWEEP_FIELDS = ("sweep", "sweep_zip", "report", "retry_failed")  # not part of a trial's config
+# What may change between a sweep and its re-run: the sweep's own fields and what changes no result.
+# (Unlike a single run, num_epochs and stop_at may not: recorded trials would keep their old values.)
+SWEEP_RESUMABLE = set(SWEEP_FIELDS) | (configuration.RESUMABLE_CHANGES - {"num_epochs", "stop_at"})
+OWN_FAILURES = ("training", "config")  # failed on its own: retried only with retry_failed=True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +140,7 @@ def _axis_example(values: tuple[Any, ...]) -> str:
 
 
 def read_results(workdir: str | Path) -> dict[str, dict[str, Any]]:
-  """Recorded trials by name (a later line for the same name wins)."""
+  """Recorded trials by name (a later line for the same name wins; a corrupt line is reported and skipped)."""
   return {r["name"]: r for r in report.read_results(workdir)}
 
 
@@ -147,8 +159,8 @@ def _record(workdir: Path, trial: Trial, status: str, **fields: Any) -> dict[str
 
 RESULT_FIELDS = (
     "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch", "epoch_seconds", "examples_per_second",
-    "compile_seconds", "train_seconds", "num_params", "flops_per_example", "backend", "device", "machine",
-    "stopped_early", "code", "code_sources",
+    "compile_seconds", "train_seconds", "num_params", "flops_per_example", "num_classes", "backend", "device",
+    "machine", "stopped_early", "code", "code_sources",
 )  # fmt: skip
 
 
@@ -177,21 +189,61 @@ def _hms(seconds: float) -> str:
   return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def swept_paths(config: Mapping[str, Any]) -> set[str]:
+  """The config paths a sweep's axes set (their values in the base config do not matter)."""
+  base = {k: v for k, v in config.items() if k not in SWEEP_FIELDS and k != logs.CODE_KEY}
+  return {resolve_axis(name, base) for name in config.get("sweep", {})}
+
+
+def check_same_sweep(previous: Mapping[str, Any] | None, config: ml_collections.ConfigDict, workdir: Path) -> None:
+  """ConfigError if ``workdir`` holds a sweep whose trials would differ from ``config``'s in more than
+  their axes: new axis values extend a sweep, and the fields that do not change a result may change."""
+  if previous is not None:
+    current = config.to_dict()
+    ignored = SWEEP_RESUMABLE | swept_paths(previous) | swept_paths(current)
+    configuration.check_same_run(previous, current, workdir, resumable=ignored)
+
+
+def _to_retry(record: Mapping[str, Any], retry_failed: bool) -> bool:
+  """Whether a recorded trial runs again: failed for a reason outside it, or on its own if asked to."""
+  if record.get("status") != "failed":
+    return False
+  return record.get("cause") not in OWN_FAILURES or retry_failed
+
+
+def _failure(trial: Trial, error: Exception) -> tuple[str, str]:
+  """(cause, message) of a failed trial; StorageError (the sweep cannot go on) for a full disk."""
+  problem = storage_problem(error)
+  if problem is not None:
+    raise StorageError(f"trial {trial.name}: {problem}; free some space and re-run the same command to resume")
+  if isinstance(error, TrainingError):
+    return "training", str(error)
+  if isinstance(error, ConfigError):
+    return "config", str(error)
+  return "environment", str(error) if isinstance(error, ConvnetError) else f"{type(error).__name__}: {error}"
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report:
-  """Runs (or resumes) the sweep in ``workdir``, writes the report and returns it."""
+  """Runs (or resumes) the sweep in ``workdir`` (holding its lock), writes the report and returns it."""
   workdir = Path(workdir)
   trials = expand(config)
   configuration.check_config(base_config(config).to_dict())
-  workdir.mkdir(parents=True, exist_ok=True)
-  logs.write_json(workdir / logs.CONFIG_FILE, {**config.to_dict(), logs.CODE_KEY: provenance.code_record()})
+  with locks.hold(workdir):
+    check_same_sweep(logs.read_json(workdir / logs.CONFIG_FILE), config, workdir)
+    logs.write_json(workdir / logs.CONFIG_FILE, {**config.to_dict(), logs.CODE_KEY: provenance.code_record()})
+    return _run(config, workdir, trials)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) -> report.Report:
   image_shape, num_classes = input_pipeline.peek_shape(config.dataset)
   done = read_results(workdir)
+  retry_failed = bool(config.get("retry_failed"))
 
   # Impossible shapes are recorded before anything trains.
   work = []
   for trial in trials:
     reason, specs = _shape_check(trial, image_shape, num_classes)
-    if trial.name in done:
+    if trial.name in done and not _to_retry(done[trial.name], retry_failed):
       continue
     if reason:
       log.info("skipping %s: %s", trial.name, reason)
@@ -207,18 +259,21 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report
     elapsed = time.perf_counter() - start
     eta = estimate_seconds(timings, [f for _, _, f in work[i:]])
     eta_text = f", ETA {_hms(eta)}" if eta is not None else ""
-    log.info(
-      "trial %d/%d %s (%d left; elapsed %s%s)", index, len(trials), trial.name, len(work) - i, _hms(elapsed), eta_text
-    )
+    again = " (again: it failed before)" if trial.name in done else ""
+    log.info("trial %d/%d %s%s (%d left; elapsed %s%s)", index, len(trials), trial.name, again, len(work) - i,
+             _hms(elapsed), eta_text)  # fmt: skip
     trial_start = time.perf_counter()
     try:
       summary = train.train_and_evaluate(trial.config, str(workdir / TRIALS_DIR / trial.name))
-    except ConvnetError as e:
-      log.warning("trial %s failed: %s", trial.name, e)
-      done[trial.name] = _record(workdir, trial, "failed", error=str(e))
-    except Exception as e:  # noqa: BLE001 - one broken trial must not end the sweep
-      log.exception("trial %s failed", trial.name)
-      done[trial.name] = _record(workdir, trial, "failed", error=f"{type(e).__name__}: {e}")
+    except Interrupted:
+      raise  # not a result: the trial resumes on the next run
+    except Exception as e:  # noqa: BLE001 - one broken trial must not end the sweep (a full disk does)
+      cause, message = _failure(trial, e)
+      if cause == "environment" and not isinstance(e, ConvnetError):
+        log.exception("trial %s failed", trial.name)
+      else:
+        log.warning("trial %s failed: %s", trial.name, message)
+      done[trial.name] = _record(workdir, trial, "failed", error=message, cause=cause)
     else:
       fields = {k: summary[k] for k in RESULT_FIELDS if k in summary}
       done[trial.name] = _record(workdir, trial, summary["status"], flatten_size=flatten, **fields)

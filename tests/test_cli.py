@@ -179,11 +179,12 @@ def test_a_run_and_a_sweep_end_by_saying_what_they_found_and_where(idx_dir, tmp_
   assert last.startswith("test accuracy ") and "after 1 epoch(s)" in last
   assert f"files in {tmp_path / 'run'}: config.json, metrics.jsonl, summary.json, checkpoints/, tensorboard/" in last
   result = run("-m", "convnet.main", "--config=configs/sweep.py", f"--workdir={tmp_path / 'sweep'}",
-               "--config.sweep.features=((4,4),)", "--config.sweep.kernel_size=(3,5)", "--config.sweep.seeds=(0,)",
-               *small)  # fmt: skip
+               "--config.sweep.features=((8,8),)", "--config.sweep.kernel_size=(3,5)", "--config.sweep.seeds=(0,)",
+               *small, "--config.num_epochs=3", "--config.learning_rate=0.003")  # fmt: skip
   assert result.returncode == 0, result.stderr
   lines = result.stdout.strip().splitlines()
-  assert lines[-2].startswith("sweet spot: features=4-4,kernel_size=") and "(n=1) test accuracy at" in lines[-2]
-  assert lines[-1] == f"report: {tmp_path / 'sweep' / 'report.md'}; also: {tmp_path / 'sweep' / 'results.csv'}, " + (
-    f"{tmp_path / 'sweep' / 'pareto.png'}"
+  assert lines[-2].startswith("sweet spot: features=8-8,kernel_size=") and "(n=1) test accuracy at" in lines[-2]
+  sweep_dir = tmp_path / "sweep"
+  assert lines[-1] == f"report: {sweep_dir / 'report.md'}; also: {sweep_dir / 'results.csv'}, " + (
+    f"{sweep_dir / 'pareto.png'}, {sweep_dir / 'learning_curves.png'}"
   )

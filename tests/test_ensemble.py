@@ -4,7 +4,7 @@ from conftest import tiny_config
 import jax
 import pytest
 
-from convnet import ensemble, input_pipeline, train
+from convnet import ensemble, input_pipeline, steps, train
 
 
 def test_seeds_in_lockstep_match_separate_runs(idx_dir):
@@ -14,7 +14,7 @@ def test_seeds_in_lockstep_match_separate_runs(idx_dir):
   together = [(program.train_epoch(epoch), program.evaluate()) for epoch in (1, 2)]
   for position, seed in enumerate((0, 3)):
     init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(seed))
-    state = train.create_train_state(init_rng, config, data.image_shape, data.num_classes)
+    state = steps.create_train_state(init_rng, config, data.image_shape, data.num_classes)
     alone = train.EpochProgram(state, data, config, shuffle_rng)
     for epoch, (train_metrics, test_metrics) in zip((1, 2), together, strict=True):
       state, metrics = alone.train_epoch(state, epoch)

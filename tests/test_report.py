@@ -8,12 +8,12 @@ import sys
 from conftest import REPO
 import pytest
 
-from convnet import logs, report
+from convnet import analysis, logs, report
 from convnet.errors import ConfigError
 
 
 def row(name, accuracy, seconds, accuracy_std=0.0):
-  return report.ConfigResult(name, (name,), (0, 1), accuracy, accuracy_std, seconds, 0.0, 1000.0, 10, 100, 50)
+  return analysis.ConfigResult(name, (name,), (0, 1), accuracy, accuracy_std, seconds, 0.0, 1000.0, 10, 100, 50)
 
 
 def test_pareto_front_keeps_only_undominated_configurations():
@@ -21,19 +21,19 @@ def test_pareto_front_keeps_only_undominated_configurations():
   c = row("c", 0.89, 15)  # slower and worse than a
   d = row("d", 0.91, 25)  # as good as b, slower
   e = row("e", 0.80, 5)  # fastest: on the front however poor
-  assert report.pareto_front([a, b, c, d, e]) == [e, a, b]
+  assert analysis.pareto_front([a, b, c, d, e]) == [e, a, b]
 
 
 def test_sweet_spot_rules():
   a, b = row("a", 0.900, 10), row("b", 0.910, 20, accuracy_std=0.005)
-  spot, why = report.sweet_spot([a, b], "within_std")
+  spot, why = analysis.sweet_spot([a, b], "within_std")
   assert spot is b and "within one standard deviation over seeds" in why and "b: 91.00% ± 0.50" in why
   b_noisy = row("b", 0.910, 20, accuracy_std=0.02)
-  assert report.sweet_spot([a, b_noisy], "within_std")[0] is a
-  assert report.sweet_spot([a, b], "within_tolerance", 0.02)[0] is a
-  assert report.sweet_spot([a, b], "within_tolerance", 0.005)[0] is b
+  assert analysis.sweet_spot([a, b_noisy], "within_std")[0] is a
+  assert analysis.sweet_spot([a, b], "within_tolerance", 0.02)[0] is a
+  assert analysis.sweet_spot([a, b], "within_tolerance", 0.005)[0] is b
   with pytest.raises(ConfigError, match="report.rule='best' is not allowed"):
-    report.sweet_spot([a, b], "best")
+    analysis.sweet_spot([a, b], "best")
 
 
 def trial(name, seed, accuracy, seconds, status="completed"):
@@ -53,7 +53,7 @@ RESULTS = [
 
 
 def test_aggregate_means_and_sample_std_over_completed_seeds():
-  rows = {r.name: r for r in report.aggregate(RESULTS)}
+  rows = {r.name: r for r in analysis.aggregate(RESULTS)}
   assert set(rows) == {"features=16", "features=64"}
   assert rows["features=16"].accuracy_mean == pytest.approx(0.90)
   assert rows["features=16"].accuracy_std == pytest.approx(0.0141421356, rel=1e-6)  # sample std of 0.89, 0.91

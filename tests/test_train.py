@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from convnet import batching, train
+from convnet import batching, steps, train
 from convnet.errors import ConfigError, TrainingError
 
 SEED_CONFIG = {
@@ -32,9 +32,9 @@ def fixed_batch(n=32, seed=3):
 
 
 def test_one_train_step_golden_and_finite():
-  state = train.create_train_state(jax.random.PRNGKey(0), SEED_CONFIG, (28, 28, 1), 10)
+  state = steps.create_train_state(jax.random.PRNGKey(0), SEED_CONFIG, (28, 28, 1), 10)
   batch = fixed_batch()
-  new_state, metrics = train.train_step(state, batch)
+  new_state, metrics = steps.train_step(state, batch)
   assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(new_state.params))
   assert int(new_state.step) == 1
   loss = float(metrics["loss_sum"]) / 32
@@ -44,7 +44,7 @@ def test_one_train_step_golden_and_finite():
   # (init, loss, scaling, op numerics) moves them, check that training still reaches the README's
   # accuracy on real data, then update the numbers here; an unexplained change is a bug.
   assert loss == pytest.approx(2.2746188640594482, rel=1e-4)
-  after = float(train.eval_step(new_state, batch)["loss_sum"]) / 32
+  after = float(steps.eval_step(new_state, batch)["loss_sum"]) / 32
   assert after == pytest.approx(1.9537993669509888, rel=1e-4)
   assert after < loss  # the step went downhill
 
@@ -59,10 +59,10 @@ def test_compute_metrics_against_hand_computed_values():
 
   rows = np.asarray(logits).tolist()
   expected_loss = ce(rows[0], 0) + ce(rows[1], 2) + ce(rows[2], 2)
-  metrics = train.compute_metrics(logits, labels, mask)
+  metrics = steps.compute_metrics(logits, labels, mask)
   assert float(metrics["loss_sum"]) == pytest.approx(expected_loss, rel=1e-6)
   assert float(metrics["correct"]) == 2.0 and float(metrics["count"]) == 3.0
-  assert train.summarize(metrics) == pytest.approx({"loss": expected_loss / 3, "accuracy": 2 / 3})
+  assert steps.summarize(metrics) == pytest.approx({"loss": expected_loss / 3, "accuracy": 2 / 3})
 
 
 class FixedLogits:
@@ -79,11 +79,11 @@ def test_evaluate_scores_every_example_when_the_batch_does_not_divide():
   images = np.zeros((n, 4, 4, 1), np.uint8)
   images[:, 0, 0, 0] = np.arange(n)
   labels = np.zeros(n, np.int32)  # only the even images (52 of 103) are right
-  state = train.TrainState.create(
-    apply_fn=FixedLogits.apply, params={"w": jnp.zeros(1)}, tx=train.make_optimizer(SEED_CONFIG)
+  state = steps.TrainState.create(
+    apply_fn=FixedLogits.apply, params={"w": jnp.zeros(1)}, tx=steps.make_optimizer(SEED_CONFIG)
   )
   for batch_size in (10, 103, 500):
-    result = train.evaluate(state, images, labels, batch_size=batch_size)
+    result = steps.evaluate(state, images, labels, batch_size=batch_size)
     assert result["accuracy"] == pytest.approx(52 / 103)
     expected_loss = (52 * math.log(1 + math.exp(-4)) + 51 * math.log(1 + math.exp(4))) / 103
     assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)

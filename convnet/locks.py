@@ -1,0 +1,50 @@
+"""One writer per workdir: an exclusive lock that dies with its process.
+
+A run or a sweep holds ``DIR/.lock`` with ``fcntl.flock`` for as long as it works in ``DIR``. The
+kernel releases the lock when the process ends, however it ends (``kill -9`` included), so a stale
+lock is never left behind; the file itself stays and only says who held it last. A second process
+that asks for a held lock gets :class:`~convnet.errors.LockError` naming the holder (pid, host,
+command, since when).
+
+A process that coordinates others (a sweep driver whose workers write into trial directories under
+the sweep directory it holds) lets its workers skip their own lock: ``train_and_evaluate(...,
+lock=False)``.
+"""
+
+import contextlib
+import datetime
+import os
+from pathlib import Path
+import socket
+import sys
+
+from convnet.errors import ConfigError, LockError
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def hold(workdir: str | os.PathLike):
+  """Holds ``workdir``'s lock for the ``with`` block (creating the workdir); LockError if another process holds it."""
+  import fcntl  # POSIX only; imported here so that importing convnet works anywhere
+
+  if Path(workdir).exists() and not Path(workdir).is_dir():
+    raise ConfigError(f"--workdir={workdir} is a file, not a directory; give a directory (new or a run's)")
+  path = Path(workdir) / LOCK_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+      raise LockError(
+        f"{workdir} is in use by {holder}; wait for it to finish, or stop it (a re-run resumes)"
+      ) from None
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    command = " ".join([os.path.basename(sys.executable), *sys.argv])[:300]
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({command}), since {started}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # closing the descriptor releases the lock
