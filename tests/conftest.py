@@ -64,3 +64,21 @@ def tiny_config(data_dir, **overrides):
   config.progress = False
   config.update_from_flattened_dict(overrides)
   return config
+
+
+def sweep_config(data_dir, **fields):
+  """configs/sweep.py on ``data_dir`` as one tiny trial (4-4 filters, 3x3, seed 0, 1 epoch, no events);
+  ``fields`` by dotted path, e.g. ``**{"sweep.seeds": (0, 1)}``."""
+  config = configuration.load_config(REPO / "configs" / "sweep.py")
+  config.dataset.dir = str(data_dir)
+  config.num_epochs = 1
+  config.batch_size = 16
+  config.steps_per_call = 0
+  config.tensorboard = False
+  config.model.dense_features = (8,)
+  config.sweep.features = ((4, 4),)
+  config.sweep.kernel_size = (3,)
+  config.sweep.seeds = (0,)
+  with config.unlocked():
+    config.update_from_flattened_dict(fields)
+  return config

@@ -13,10 +13,10 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, tiny_config
+from conftest import REPO, sweep_config, tiny_config
 import pytest
 
-from convnet import analysis, configuration, locks, logs, report, sweep, train
+from convnet import analysis, locks, logs, report, sweep, train
 from convnet.errors import ConfigError, DataError, LockError, StorageError, TrainingError
 
 
@@ -34,39 +34,23 @@ def one_error_line(result) -> str:
   return lines[0]
 
 
-def small_sweep(idx_dir, **fields):
-  config = configuration.load_config("configs/sweep.py")
-  config.dataset.dir = str(idx_dir)
-  config.num_epochs = 1
-  config.batch_size = 16
-  config.steps_per_call = 0
-  config.tensorboard = False
-  config.model.dense_features = (8,)
-  config.sweep.features = ((4, 4),)
-  config.sweep.kernel_size = (3,)
-  config.sweep.seeds = (0,)
-  with config.unlocked():
-    config.update_from_flattened_dict(fields)
-  return config
-
-
 def lines_of(workdir) -> list[dict]:
   return logs.read_jsonl(Path(workdir) / "results.jsonl")
 
 
 # 1. A sweep workdir refuses a result-changing config, and takes new axis values and harmless changes.
 def test_a_sweep_refuses_a_result_changing_config_but_can_be_extended(idx_dir, tmp_path):
-  sweep.run(small_sweep(idx_dir), tmp_path)
+  sweep.run(sweep_config(idx_dir), tmp_path)
   before = (tmp_path / "results.jsonl").read_text()
   for field, value, message in (
     ("learning_rate", 0.01, "learning_rate: 0.001 there, 0.01 now"),
     ("num_epochs", 3, "num_epochs: 1 there, 3 now"),
   ):
     with pytest.raises(ConfigError, match=f"{tmp_path} holds a run with a different config \\({message}\\)"):
-      sweep.run(small_sweep(idx_dir, **{field: value}), tmp_path)
+      sweep.run(sweep_config(idx_dir, **{field: value}), tmp_path)
   assert (tmp_path / "results.jsonl").read_text() == before
   assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 0.001  # not overwritten
-  extended = small_sweep(idx_dir, **{"sweep.seeds": (0, 1), "steps_per_call": 3, "report.rule": "within_tolerance"})
+  extended = sweep_config(idx_dir, **{"sweep.seeds": (0, 1), "steps_per_call": 3, "report.rule": "within_tolerance"})
   done = sweep.run(extended, tmp_path)
   assert [r["name"] for r in lines_of(tmp_path)] == [
     "features=4-4,kernel_size=3,seed=0",
@@ -83,7 +67,7 @@ def test_failed_trials_are_retried_by_cause_and_the_record_keeps_the_history(idx
     (data / f.name).write_bytes(f.read_bytes())
   good_labels = (data / "t10k-labels-idx1-ubyte.gz").read_bytes()
   (data / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")  # the test labels, broken
-  config = small_sweep(data, optimizer="sgd", momentum=0.0, **{"sweep.learning_rate": (1e-3, 1e12)})
+  config = sweep_config(data, optimizer="sgd", momentum=0.0, **{"sweep.learning_rate": (1e-3, 1e12)})
   config.sweep.features = ((4, 4), (4,) * 5)
   work = tmp_path / "sweep"
   sweep.run(config, work)
@@ -187,7 +171,7 @@ def test_corrupt_state_files_are_named_and_a_corrupt_result_line_reruns_its_tria
       logs.read_json(broken)
 
   work = tmp_path / "sweep"
-  config = small_sweep(idx_dir, **{"sweep.seeds": (0, 1, 2)})
+  config = sweep_config(idx_dir, **{"sweep.seeds": (0, 1, 2)})
   sweep.run(config, work)
   lines = (work / "results.jsonl").read_text().splitlines(keepends=True)
   (work / "results.jsonl").write_text(lines[0] + '{"name": "features=4-4,kern' + "\n" + lines[2])
@@ -203,7 +187,7 @@ def test_corrupt_state_files_are_named_and_a_corrupt_result_line_reruns_its_tria
 
 # 6. A full disk stops the sweep with its records intact; a re-run resumes. A file as --workdir: one line.
 def test_a_full_disk_stops_the_sweep_with_its_records_intact(idx_dir, tmp_path, monkeypatch):
-  config = small_sweep(idx_dir, **{"sweep.seeds": (0, 1, 2)})
+  config = sweep_config(idx_dir, **{"sweep.seeds": (0, 1, 2)})
   real_append = logs.append_jsonl
   calls = {"metrics": 0}
 

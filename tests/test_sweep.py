@@ -8,7 +8,7 @@ import sys
 import time
 
 from absl import flags
-from conftest import REPO
+from conftest import REPO, sweep_config
 from ml_collections import config_flags
 import pytest
 
@@ -74,23 +74,8 @@ def test_axis_names_resolve_to_one_config_field():
     sweep.resolve_axis("name", {"a": {"name": 1}, "b": {"name": 2}})
 
 
-def small_sweep(idx_dir, **axes):
-  config = configuration.load_config(SWEEP)
-  config.dataset.dir = str(idx_dir)
-  config.num_epochs = 1
-  config.batch_size = 16
-  config.steps_per_call = 0
-  config.model.dense_features = (16,)
-  config.sweep.features = ((4, 4),)
-  config.sweep.kernel_size = (3,)
-  config.sweep.seeds = (0,)
-  for key, value in axes.items():
-    config.sweep[key] = value
-  return config
-
-
 def test_impossible_and_failing_trials_are_recorded_and_the_sweep_goes_on(idx_dir, tmp_path):
-  config = small_sweep(idx_dir, features=((4, 4), (4,) * 5))
+  config = sweep_config(idx_dir, **{"sweep.features": ((4, 4), (4,) * 5)})
   with config.unlocked():
     config.sweep.learning_rate = (1e-3, 1e12)
     config.optimizer = "sgd"
@@ -111,21 +96,11 @@ def test_impossible_and_failing_trials_are_recorded_and_the_sweep_goes_on(idx_di
 
 KILL_CONFIG = """
 import sys
-sys.path.insert(0, {repo!r})
-from convnet import configuration
+sys.path[:0] = [{repo!r}, {tests!r}]
+from conftest import sweep_config
 
 def get_config():
-  config = configuration.load_config({sweep!r})
-  config.dataset.dir = {data!r}
-  config.num_epochs = 40
-  config.batch_size = 16
-  config.steps_per_call = 0
-  config.tensorboard = False
-  config.model.dense_features = (16,)
-  config.sweep.features = ((4, 4),)
-  config.sweep.kernel_size = (3,)
-  config.sweep.seeds = (0, 1)
-  return config
+  return sweep_config({data!r}, num_epochs=40, **{{"sweep.seeds": (0, 1)}})
 """
 
 
@@ -139,7 +114,7 @@ def start_sweep(config_path, workdir):
 
 def test_kill_9_mid_trial_then_rerun_records_every_trial_exactly_once(idx_dir, tmp_path):
   config_path = tmp_path / "kill_sweep.py"
-  config_path.write_text(KILL_CONFIG.format(repo=str(REPO), sweep=str(SWEEP), data=str(idx_dir)))
+  config_path.write_text(KILL_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir)))
   workdir = tmp_path / "sweep"
   first = workdir / "trials" / "features=4-4,kernel_size=3,seed=0" / "metrics.jsonl"
   process = start_sweep(config_path, workdir)
