@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.pool_size = config_dict.FieldReference(2, field_type=object)  # after each conv; 1 = no pooling
   config.model.dense_features = (128,)  # hidden dense layers before the logits
   config.model.num_classes = config_dict.placeholder(int)  # None: from the data
-  config.model.ops = "fast"  # 'fast' (convnet.ops) or 'flax' (nn.Conv / nn.max_pool, the reference)
+  config.model.ops = "auto"  # 'auto': 'fast' (convnet.ops) on CPU, 'flax' (nn.Conv / nn.max_pool) on GPU/TPU
   config.model.crop_to_pool = True  # VALID convs computed only where their max pool looks
   config.model.fuse_max_channels = 4  # conv layers with <= this many input channels: one fused op; 0 = off
   config.model.dtype = "float32"  # computation dtype: 'float32' or 'bfloat16' (parameters stay float32)
@@ -56,6 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 500  # the whole test set is scored; a last partial batch is padded and masked
   config.stop_at = config_dict.placeholder(float)  # e.g. 0.95: stop once train accuracy reaches it
   config.steps_per_call = 125  # train steps per compiled call (progress granularity); 0 = whole epoch
+
+  # Devices (none of these changes a result beyond float rounding; a run may resume on others).
+  config.backend = config_dict.placeholder(str)  # None: JAX's default; 'cpu', 'gpu' or 'tpu': that, or an error
+  config.num_devices = config_dict.placeholder(int)  # data parallel over this many local devices; None: all
+  config.distributed = False  # True: jax.distributed.initialize() first (many hosts; also set by a cluster's env)
 
   # Logging.
   config.checkpoint = True  # orbax checkpoint after each epoch; resume on re-run

@@ -40,6 +40,7 @@ def define_flags(values: flags.FlagValues) -> None:
   flags.DEFINE_integer("batch_size", 32, "Batch size.", **define)
   flags.DEFINE_integer("num_train_examples", 0, "Limit the train set (0 = all 60,000).", **define)
   flags.DEFINE_integer("steps", 200, "Timed steps per configuration and repeat (grid mode).", **define)
+  flags.DEFINE_string("grid", "configs/sweep.py", "The sweep config whose grid is timed (grid mode).", **define)
   flags.DEFINE_integer("repeats", 3, "Alternating repeats per configuration (grid mode).", **define)
   flags.DEFINE_string("data_dir", None, "IDX directory (default: configs/default.py's).", **define)
 
@@ -92,7 +93,9 @@ def print_peer_table(results, infos, batch_size: int) -> dict[str, float]:
   return steady
 
 
-def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) -> list[dict[str, Any]]:
+def run_grid(
+  timed_steps: int, repeats: int, batch_size: int, data_dir: str | None, grid: str = "configs/sweep.py"
+) -> list[dict[str, Any]]:
   """ms/step over the sweep grid: convnet's scanned program (as configured, and with its first layer
   unfused: ``model.fuse_max_channels=0``) vs plain Flax layers with one jit per step, alternating."""
   import jax
@@ -101,47 +104,55 @@ def run_grid(steps: int, repeats: int, batch_size: int, data_dir: str | None) ->
 
   data = input_pipeline.get_datasets(_data_config(data_dir, 0))
   rows, seen = [], set()
-  for trial in sweep.expand(configuration.load_config("configs/sweep.py")):
+  for trial in sweep.expand(configuration.load_config(grid)):
     model = trial.config.model.to_dict()
     key = (tuple(model["features"]), model["kernel_size"])
     if key in seen:
       continue
     seen.add(key)
-    config = {**trial.config.to_dict(), "batch_size": batch_size, "steps_per_call": steps}
+    config = {**trial.config.to_dict(), "batch_size": batch_size, "steps_per_call": timed_steps}
     programs = {}
-    for variant, fuse in (("convnet", model["fuse_max_channels"]), ("unfused", 0)):
-      variant_config = {**config, "model": {**config["model"], "fuse_max_channels": fuse}}
+    for variant, changes in _grid_variants(jax.default_backend()).items():
+      variant_config = {**config, "model": {**config["model"], **changes}}
       state = steps.create_train_state(jax.random.PRNGKey(0), variant_config, data.image_shape, data.num_classes)
       program = train.EpochProgram(state, data, variant_config, jax.random.PRNGKey(1))
-      programs[variant] = [program.step_fns[min(steps, program.num_steps)], state]
+      programs[variant] = [program.step_fns[min(timed_steps, program.num_steps)], state]
     indices, mask = program.shuffle_fn(jax.random.PRNGKey(2))
     flax_config = {**config, "model": {**config["model"], "ops": "flax"}}
     flax_state = steps.create_train_state(jax.random.PRNGKey(0), flax_config, data.image_shape, data.num_classes)
     images, labels = program.train_images, program.train_labels
-    flax_steps = max(10, steps // 10)  # the slow path: fewer steps
-    times = {"convnet": [], "unfused": [], "flax": []}
+    flax_steps = max(10, timed_steps // 10)  # one jit per step, the slow path on a CPU: fewer steps
+    times = {**{variant: [] for variant in programs}, "flax layers, one jit per step": []}
     for _ in range(repeats + 1):  # the first round warms up and is dropped
       for variant, (fn, state) in programs.items():
         start = time.perf_counter()
-        state, metrics = fn(state, images, labels, indices[:steps], mask[:steps])
+        state, metrics = fn(state, images, labels, indices[:timed_steps], mask[:timed_steps])
         jax.block_until_ready(metrics)
-        times[variant].append((time.perf_counter() - start) / steps * 1e3)
+        times[variant].append((time.perf_counter() - start) / timed_steps * 1e3)
         programs[variant][1] = state
       start = time.perf_counter()
       for i in range(flax_steps):
         batch = {"image": images[indices[i]], "label": labels[indices[i]], "mask": mask[i]}
         flax_state, metrics = steps.train_step(flax_state, batch)
       jax.block_until_ready(metrics)
-      times["flax"].append((time.perf_counter() - start) / flax_steps * 1e3)
+      times["flax layers, one jit per step"].append((time.perf_counter() - start) / flax_steps * 1e3)
     ms = {variant: statistics.median(t[1:]) for variant, t in times.items()}
     name = sweep.trial_name({"model.features": key[0], "model.kernel_size": key[1]})
     rows.append({"config": name, **{f"{v}_ms": t for v, t in ms.items()}, "steps_per_epoch": program.num_steps})
     per_epoch = {v: t * program.num_steps / 1e3 for v, t in ms.items()}
-    print(f"{name:32s} convnet {ms['convnet']:6.2f} ms/step ({per_epoch['convnet']:5.1f} s/epoch)   "
-          f"unfused first layer {ms['unfused']:6.2f} ({per_epoch['unfused']:5.1f} s)   "
-          f"flax layers {ms['flax']:6.2f} ({per_epoch['flax']:6.1f} s)   "
-          f"speed-up vs flax {ms['flax'] / ms['convnet']:4.1f}x, vs unfused {ms['unfused'] / ms['convnet']:4.2f}x", flush=True)  # fmt: skip
+    timings = "   ".join(f"{v} {ms[v]:6.2f} ms/step ({per_epoch[v]:5.1f} s/epoch)" for v in ms)
+    speedups = ", ".join(f"vs {v} {ms[v] / ms['convnet']:4.2f}x" for v in ms if v != "convnet")
+    print(f"{name:32s} {timings}   speed-up of convnet {speedups}", flush=True)
   return rows
+
+
+def _grid_variants(backend: str) -> dict[str, dict[str, Any]]:
+  """The scanned programs the grid compares, by the model fields they change: on the CPU, convnet as
+  configured (its fast ops) and with its first layer unfused; on GPU/TPU, convnet as configured
+  ('auto': the lax/Flax layers) and with convnet's CPU-tuned ops forced ('fast')."""
+  if backend == "cpu":
+    return {"convnet": {}, "unfused first layer": {"fuse_max_channels": 0}}
+  return {"convnet": {}, "fast ops": {"ops": "fast"}}
 
 
 def _median_ms(fn, *args, repeats: int = 15) -> float:
@@ -253,7 +264,7 @@ def main(values: flags.FlagValues) -> None:
   code = provenance.code_label(provenance.code_record())
   _say(f"backend {environment['backend']}, device {environment['device']}, {environment['machine']}; {code}")
   if values.mode == "grid":
-    run_grid(values.steps, values.repeats, values.batch_size, values.data_dir)
+    run_grid(values.steps, values.repeats, values.batch_size, values.data_dir, values.grid)
     return
   if values.mode == "xla":
     run_xla_paths()

@@ -147,12 +147,13 @@ def parse(argv: Sequence[str], define_flags: DefineFlags) -> flags.FlagValues:
 
 def run(main: Callable[[flags.FlagValues], None], define_flags: DefineFlags | None = None) -> None:
   """The entry point: XLA flags, then ``main(FLAGS)`` with one-line errors (see the module docstring)."""
-  runtime.configure_xla()  # before anything starts JAX's backend
   if define_flags is not None:
     define_flags(flags.FLAGS)
 
   def guarded(argv):
     del argv
+    config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
+    runtime.configure_xla(config.get("backend") if config is not None else None)  # before JAX's backend starts
     # Our own progress at INFO; libraries at WARNING (orbax logs every step of every checkpoint).
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("convnet").setLevel(logging.INFO)

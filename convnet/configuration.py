@@ -25,8 +25,9 @@ from convnet.errors import ConfigError
 OPTIMIZERS = ("adam", "sgd")
 # Config fields that may change between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = frozenset(
-  {"num_epochs", "stop_at", "steps_per_call", "eval_batch_size", "checkpoint", "tensorboard", "progress"}
-)
+  {"num_epochs", "stop_at", "steps_per_call", "eval_batch_size", "checkpoint", "tensorboard", "progress",
+   "backend", "num_devices", "distributed"}
+)  # fmt: skip
 # Where the configs that ship with convnet are: installed (convnet/configs/) or a source checkout (configs/).
 _PACKAGE = Path(__file__).resolve().parent
 CONFIG_DIRS = (_PACKAGE / "configs", _PACKAGE.parent / "configs")

@@ -9,7 +9,8 @@ recipe). Each seed's numbers equal those of a separate ``train.EpochProgram`` ru
       train_metrics = program.train_epoch(epoch)    # one dict per seed
       test_metrics = program.evaluate()
 
-On a CPU it runs (and is tested) too, but gains nothing: the step already uses every core.
+On a CPU it runs (and is tested) too, but gains nothing: the step already uses every core. With
+several devices the seeds are split across them (each device trains its own, no communication).
 """
 
 from collections.abc import Mapping, Sequence
@@ -18,8 +19,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
-from convnet import batching, configuration, input_pipeline, steps
+from convnet import batching, configuration, devices, input_pipeline, steps
 
 
 def _per_seed(metrics: Mapping[str, jax.Array], count: int) -> list[dict[str, float]]:
@@ -29,35 +31,53 @@ def _per_seed(metrics: Mapping[str, jax.Array], count: int) -> list[dict[str, fl
 
 # The trainer's own step and evaluation, mapped over a leading seeds axis of the states (and of the
 # batch order, in training); the data is shared.
-_train_chunks = jax.jit(jax.vmap(steps.scan_updates, in_axes=(0, None, None, 0, 0)), donate_argnums=0)
-_evaluate = jax.jit(jax.vmap(steps.scan_metrics, in_axes=(0, None, None, None, None)))
+_train_chunks = jax.vmap(steps.scan_updates, in_axes=(0, None, None, 0, 0))
+_evaluate = jax.vmap(steps.scan_metrics, in_axes=(0, None, None, None, None))
 
 
 class SeedsProgram:
-  """The models of ``seeds`` (stacked train states) and their compiled epoch and evaluation."""
+  """The models of ``seeds`` (stacked train states) and their compiled epoch and evaluation.
 
-  def __init__(self, config: Mapping[str, Any], data: input_pipeline.Dataset, seeds: Sequence[int]):
+  With several devices (``mesh``; default: ``config.num_devices`` local devices), the seeds are split
+  across them, each device training its own seeds with no communication; the number of seeds must
+  be a multiple of the number of devices.
+  """
+
+  def __init__(
+    self, config: Mapping[str, Any], data: input_pipeline.Dataset, seeds: Sequence[int], mesh: Mesh | None = None
+  ):
     if not seeds or len(set(seeds)) != len(seeds):
       raise ValueError(f"seeds={tuple(seeds)} must be distinct and non-empty")
     self.seeds = tuple(seeds)
     config = dict(config)
     configuration.check_config({**config, "seed": 0})
+    self.mesh = mesh if mesh is not None else devices.make_mesh(config.get("num_devices"), axis="seeds")
+    devices.check_divisible(self.mesh, {"the number of seeds": len(self.seeds)})
+    per_seed, shared = devices.leading_sharding(self.mesh), devices.replicated(self.mesh)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
-    init_keys, self.shuffle_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-    self.states = jax.vmap(lambda k: steps.create_train_state(k, config, data.image_shape, data.num_classes))(init_keys)
-    self.images, self.labels = jax.device_put(data.train_images), jax.device_put(data.train_labels)
-    self.test_images, self.test_labels = jax.device_put(data.test_images), jax.device_put(data.test_labels)
+    init_keys, shuffle_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    self.shuffle_keys = devices.put(shuffle_keys, per_seed)
+    states = jax.vmap(lambda k: steps.create_train_state(k, config, data.image_shape, data.num_classes))(init_keys)
+    self.states = devices.put(states, per_seed)
+    self.images, self.labels, self.test_images, self.test_labels = devices.put(
+      (data.train_images, data.train_labels, data.test_images, data.test_labels), shared
+    )
     self.num_train, self.batch_size = len(data.train_labels), config["batch_size"]
-    self.eval_indices, self.eval_mask = (
-      jnp.asarray(a) for a in batching.batch_layout(len(data.test_labels), config["eval_batch_size"])
+    self.eval_indices, self.eval_mask = devices.put(
+      batching.batch_layout(len(data.test_labels), config["eval_batch_size"]), shared
     )
     start = time.perf_counter()
-    self._shuffle = jax.jit(jax.vmap(lambda k: batching.shuffled_batches(k, self.num_train, self.batch_size)))
+    self._shuffle = jax.jit(
+      jax.vmap(lambda k: batching.shuffled_batches(k, self.num_train, self.batch_size)), out_shardings=per_seed
+    )
     indices, mask = self._shuffle(self._epoch_keys(0))
-    self._step = _train_chunks.lower(self.states, self.images, self.labels, indices, mask).compile()
-    self._eval = _evaluate.lower(
-      self.states, self.test_images, self.test_labels, self.eval_indices, self.eval_mask
-    ).compile()
+    train = jax.jit(_train_chunks, donate_argnums=0, out_shardings=per_seed)
+    self._step = train.lower(self.states, self.images, self.labels, indices, mask).compile()
+    self._eval = (
+      jax.jit(_evaluate, out_shardings=per_seed)
+      .lower(self.states, self.test_images, self.test_labels, self.eval_indices, self.eval_mask)
+      .compile()
+    )
     self.compile_seconds = time.perf_counter() - start
 
   def _epoch_keys(self, epoch: int) -> jax.Array:

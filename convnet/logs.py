@@ -172,11 +172,16 @@ def history_summary(history: list[Mapping[str, Any]]) -> dict[str, Any]:
 class RunLog:
   """The writer for one run's workdir; see the module docstring for the files."""
 
-  def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True, progress: bool = True):
+  def __init__(
+    self, workdir: str | os.PathLike, *, tensorboard: bool = True, progress: bool = True, writes: bool = True
+  ):
+    """``writes=False``: a reader only (a run's processes other than process 0); its writes do nothing."""
     self.workdir = Path(workdir)
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    self._tensorboard = tensorboard
-    self._progress = progress
+    self.writes = writes
+    if writes:
+      self.workdir.mkdir(parents=True, exist_ok=True)
+    self._tensorboard = tensorboard and writes
+    self._progress = progress and writes
     self._writer = None
 
   @property
@@ -185,7 +190,8 @@ class RunLog:
 
   def write_config(self, config: Mapping[str, Any], code: Mapping[str, Any] | None = None) -> None:
     """config.json: the config's fields, and under ``code`` the code that ran (if given)."""
-    write_json(self.workdir / CONFIG_FILE, {**config, **({CODE_KEY: code} if code is not None else {})})
+    if self.writes:
+      write_json(self.workdir / CONFIG_FILE, {**config, **({CODE_KEY: code} if code is not None else {})})
 
   def read_config(self) -> dict[str, Any] | None:
     return read_json(self.workdir / CONFIG_FILE)
@@ -197,14 +203,16 @@ class RunLog:
     """Drops lines of epochs after ``epoch`` (written before a crash, not checkpointed); returns the rest."""
     records = self.read_metrics()
     kept = [r for r in records if r.get("epoch", 0) <= epoch]
-    if len(kept) != len(records) or (self.metrics_path.exists() and not self.metrics_path.read_bytes().endswith(b"\n")):
+    torn = self.metrics_path.exists() and not self.metrics_path.read_bytes().endswith(b"\n")
+    if self.writes and (len(kept) != len(records) or torn):
       rewrite_jsonl(self.metrics_path, kept)
     return kept
 
   def write_metrics(self, record: Mapping[str, Any]) -> None:
     """Appends an epoch's line to metrics.jsonl, then its scalars to TensorBoard."""
-    append_jsonl(self.metrics_path, record)
-    self._add_scalars(record)
+    if self.writes:
+      append_jsonl(self.metrics_path, record)
+      self._add_scalars(record)
 
   def _add_scalars(self, record: Mapping[str, Any]) -> None:
     if not self._tensorboard:
@@ -236,7 +244,8 @@ class RunLog:
     return read_json(self.workdir / SUMMARY_FILE)
 
   def write_summary(self, summary: Mapping[str, Any]) -> None:
-    write_json(self.workdir / SUMMARY_FILE, summary)
+    if self.writes:
+      write_json(self.workdir / SUMMARY_FILE, summary)
 
   def progress_bar(self, total: int, description: str):
     """A tqdm bar on a terminal; a no-op bar when stderr is not a terminal or progress is off."""

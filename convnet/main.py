@@ -15,6 +15,7 @@ from pathlib import Path
 from absl import flags
 
 from convnet import cli
+from convnet.errors import ConfigError
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -26,8 +27,13 @@ def define_flags(values: flags.FlagValues) -> None:
 def main(values: flags.FlagValues) -> None:
   import jax
 
-  logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
+  from convnet import devices
+
   config, workdir = values.config, Path(values.workdir)
+  if "sweep" in config and devices.cluster_requested(config):
+    raise ConfigError("a sweep runs in one process; distributed (many-host) runs are for a single config")
+  devices.start_distributed(config)  # before anything starts the backend
+  logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
   if "sweep" in config:
     from convnet import analysis, sweep
 
@@ -42,6 +48,8 @@ def main(values: flags.FlagValues) -> None:
     from convnet import train
 
     summary = train.train_and_evaluate(config, str(workdir))
+    if not devices.is_writer():
+      return  # process 0 of a many-host run says it
     files = [
       n
       for n in ("config.json", "metrics.jsonl", "summary.json", "checkpoints/", "tensorboard/")

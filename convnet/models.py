@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from convnet import ops
 from convnet.errors import ConfigError
 
-OPS = ("fast", "flax")
+OPS = ("auto", "fast", "flax")  # 'auto': 'fast' on the CPU, 'flax' (cuDNN / TPU convolutions) elsewhere
 PADDINGS = ("VALID", "SAME")
 DTYPES = ("float32", "bfloat16")
 
@@ -66,6 +66,14 @@ def _check_ints(name: str, values: Sequence[Any], minimum: int) -> None:
       raise ConfigError(f"model.{name}={tuple(values)} is not allowed: each entry must be an int >= {minimum}")
 
 
+def resolve_ops() -> str:
+  """What ``ops='auto'`` means on this process's backend: convnet.ops on the CPU (its hand-written
+  gradients avoid XLA:CPU's slow paths), the standard lax/Flax layers on GPU and TPU (cuDNN's and
+  the TPU's own convolutions and pooling; the CPU ops' col2im gradient would materialise a 9-25x
+  larger tensor there)."""
+  return "fast" if jax.default_backend() == "cpu" else "flax"
+
+
 def normalized(model_config: Mapping[str, Any]) -> dict[str, Any]:
   """Checks the model config's values (not yet the shapes) and expands per-layer ints to tuples."""
   cfg = dict(model_config)
@@ -98,6 +106,8 @@ def normalized(model_config: Mapping[str, Any]) -> dict[str, Any]:
   cfg["ops"] = cfg.get("ops", ConvNet.ops)
   if cfg["ops"] not in OPS:
     raise ConfigError(f"model.ops={cfg.get('ops')!r} is not allowed; use one of {OPS}")
+  if cfg["ops"] == "auto":
+    cfg["ops"] = resolve_ops()
   return cfg
 
 
@@ -192,7 +202,8 @@ class ConvNet(nn.Module):
   sown into the 'intermediates' collection under its :class:`LayerSpec` name (``conv0``, ``pool0``,
   ``flatten``); the parameters live under ``Conv_<i>`` and ``Dense_<j>``, the logits layer last.
   ``ops='flax'`` uses ``nn.Conv``/``nn.max_pool`` instead of :mod:`convnet.ops` (same parameters),
-  as the reference for the fast path. Collecting 'intermediates' (``mutable=['intermediates']``)
+  the reference for the fast path and the right ops on GPU and TPU; ``ops='auto'`` (the default)
+  picks per backend (:func:`resolve_ops`). Collecting 'intermediates' (``mutable=['intermediates']``)
   runs every layer unfused, so that each conv map can be sown; the logits are the same.
   """
 
@@ -202,7 +213,7 @@ class ConvNet(nn.Module):
   pool_size: int | Sequence[int] = 2
   dense_features: Sequence[int] = (128,)
   num_classes: int = 10
-  ops: str = "fast"
+  ops: str = "auto"
   # Compute a VALID conv only over the rows/columns its max pool keeps (the pool drops the rest):
   # the same logits and gradients with less work, e.g. 10x10 instead of 11x11 outputs in the seed's
   # second conv (-17% of its FLOPs). The sown conv activation then has the cropped size;

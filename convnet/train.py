@@ -16,12 +16,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 import ml_collections
 
 from convnet import (
   batching,
   checkpoints,
   configuration,
+  devices,
   input_pipeline,
   interrupts,
   locks,
@@ -39,42 +41,63 @@ DIVERGED_FACTOR = 10  # an epoch's mean loss above 10 x ln(num_classes) (an untr
 class EpochProgram:
   """One config's compiled programs over device-resident data: shuffle, train an epoch, evaluate.
 
-  Everything is compiled in the constructor (``compile_seconds``), so that epoch times exclude
-  compilation. ``train_and_evaluate`` and ``convnet.benchmark`` both run epochs through it.
+  The programs run on ``mesh`` (default: ``config.num_devices`` local devices, ``convnet.devices``):
+  the data and the state replicated, every batch's rows split across the devices. Everything is
+  compiled in the constructor (``compile_seconds``), so that epoch times exclude compilation.
+  ``train_and_evaluate`` and ``convnet.benchmark`` both run epochs through it.
   """
 
   def __init__(
-    self, state: steps.TrainState, data: input_pipeline.Dataset, config: Mapping[str, Any], shuffle_rng: jax.Array
+    self,
+    state: steps.TrainState,
+    data: input_pipeline.Dataset,
+    config: Mapping[str, Any],
+    shuffle_rng: jax.Array,
+    mesh: Mesh | None = None,
   ):
+    self.mesh = mesh if mesh is not None else devices.make_mesh(config.get("num_devices"))
+    devices.check_divisible(self.mesh, {k: config[k] for k in ("batch_size", "eval_batch_size")})
+    self.replicated, rows = devices.replicated(self.mesh), devices.batch_sharding(self.mesh)
     self.shuffle_rng = shuffle_rng
-    self.train_images, self.train_labels = jax.device_put(data.train_images), jax.device_put(data.train_labels)
-    self.test_images, self.test_labels = jax.device_put(data.test_images), jax.device_put(data.test_labels)
+    self.train_images, self.train_labels, self.test_images, self.test_labels = devices.put(
+      (data.train_images, data.train_labels, data.test_images, data.test_labels), self.replicated
+    )
     self.num_train = len(data.train_labels)
     self.num_steps = -(-self.num_train // config["batch_size"])
     self.chunks = _chunks(self.num_steps, config["steps_per_call"])
-    self.eval_indices, self.eval_mask = (
-      jnp.asarray(a) for a in batching.batch_layout(len(data.test_labels), config["eval_batch_size"])
+    self.eval_indices, self.eval_mask = devices.put(
+      batching.batch_layout(len(data.test_labels), config["eval_batch_size"]), rows
     )
+    state = self.place(state)
     start = time.perf_counter()
     key = jax.random.fold_in(shuffle_rng, 0)
-    self.shuffle_fn = batching.shuffled_batches.lower(key, self.num_train, config["batch_size"]).compile()
+    shuffle = jax.jit(batching.shuffled_batches, static_argnums=(1, 2), out_shardings=rows)
+    self.shuffle_fn = shuffle.lower(key, self.num_train, config["batch_size"]).compile()
     indices, mask = self.shuffle_fn(key)
+    train_chunk = jax.jit(steps.scan_updates, donate_argnums=0, out_shardings=self.replicated)
     self.step_fns = {}
     for begin, end in self.chunks:
       if end - begin not in self.step_fns:
-        self.step_fns[end - begin] = steps.train_chunk.lower(
+        self.step_fns[end - begin] = train_chunk.lower(
           state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
         ).compile()
-    self.eval_fn = steps.evaluate_batches.lower(
-      state, self.test_images, self.test_labels, self.eval_indices, self.eval_mask
-    ).compile()
+    self.eval_fn = (
+      jax.jit(steps.scan_metrics, out_shardings=self.replicated)
+      .lower(state, self.test_images, self.test_labels, self.eval_indices, self.eval_mask)
+      .compile()
+    )
     self.compile_seconds = time.perf_counter() - start
+
+  def place(self, state: steps.TrainState) -> steps.TrainState:
+    """``state`` replicated on the program's devices (a no-op for a state already there)."""
+    return devices.put(state, self.replicated)
 
   def train_epoch(self, state: steps.TrainState, epoch: int, bar=None) -> tuple[steps.TrainState, dict[str, float]]:
     """One epoch (shuffled by ``epoch``); returns the new state and the epoch's mean loss and accuracy.
 
     The host reads the metrics once at the end, or after every call when ``bar`` is an active progress bar.
     """
+    state = self.place(state)
     indices, mask = self.shuffle_fn(jax.random.fold_in(self.shuffle_rng, epoch))
     total = None
     for begin, end in self.chunks:
@@ -129,8 +152,9 @@ def train_and_evaluate(
   """
   config = configuration.to_dict(config)
   configuration.check_config(config)
-  with locks.hold(workdir) if lock else contextlib.nullcontext():
-    run_log = logs.RunLog(workdir, tensorboard=config["tensorboard"], progress=config["progress"])
+  writer = devices.is_writer()  # of several processes (many hosts), only process 0 writes and locks
+  with locks.hold(workdir) if lock and writer else contextlib.nullcontext():
+    run_log = logs.RunLog(workdir, tensorboard=config["tensorboard"], progress=config["progress"], writes=writer)
     try:
       with interrupts.deferred():  # Ctrl-C stops the run between compiled calls (interrupts.check)
         return _train_and_evaluate(config, workdir, run_log)
@@ -151,6 +175,9 @@ def _train_and_evaluate(config: dict[str, Any], workdir: str, run_log: logs.RunL
     log.info("%s: already finished (%d epochs); not training again", workdir, previous["epoch"])
     return previous
 
+  devices.check_backend(config.get("backend"))
+  mesh = devices.make_mesh(config.get("num_devices"))
+  devices.check_divisible(mesh, {k: config[k] for k in ("batch_size", "eval_batch_size")})
   data = input_pipeline.get_datasets(config["dataset"])
   specs = models.layer_specs(configuration.model_kwargs(config, data.num_classes), data.image_shape)
   init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(config["seed"]))
@@ -176,13 +203,14 @@ def _train_and_evaluate(config: dict[str, Any], workdir: str, run_log: logs.RunL
     "num_test_examples": len(data.test_labels),
     "data_source": data.source,
     **provenance.environment(),
+    "mesh": devices.describe(mesh),
     "code": code,
   }
   log.info("data %s: train %s, test %s, %d classes; backend %s (%s)", data.source,
                data.train_images.shape, data.test_images.shape, data.num_classes,
                summary["backend"], summary["device"])  # fmt: skip
 
-  program = EpochProgram(state, data, config, shuffle_rng)
+  program = EpochProgram(state, data, config, shuffle_rng, mesh)
   summary["compile_seconds"] = program.compile_seconds
 
   try:

@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 from convnet import configuration, input_pipeline  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")  # catch silent broadcasting bugs
+# Full float32 matmuls on every backend: the tests compare with rtol 1e-4/1e-5, which the TF32
+# matmuls that JAX uses by default on recent GPUs would not meet (a no-op on the CPU).
+jax.config.update("jax_default_matmul_precision", "float32")
 
 REPO = Path(__file__).resolve().parents[1]
 

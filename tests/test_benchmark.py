@@ -20,3 +20,19 @@ def test_peers_mode_runs_alternating_epochs_and_skips_missing_peers(idx_dir):
   for peer, module in (("pytorch", "torch"), ("keras", "tensorflow")):
     # Each peer either ran alongside convnet or was skipped with a note; nothing in between.
     assert (f"epoch 2 {peer}" in out) != (f"note: {peer} skipped: {module} is not installed" in out)
+
+
+def test_grid_mode_times_each_configuration_of_a_grid(idx_dir):
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  result = subprocess.run(
+      [sys.executable, "-m", "convnet.benchmark", "--mode=grid", "--grid=configs/sweep.py:smoke", "--steps=3",
+       "--repeats=1", f"--data_dir={idx_dir}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line for line in result.stdout.splitlines() if line.startswith("features=")]
+  assert [row.split()[0] for row in rows] == [
+    "features=8-8,kernel_size=3", "features=8-8,kernel_size=5", "features=16-16,kernel_size=3",
+    "features=16-16,kernel_size=5",
+  ]  # fmt: skip
+  assert all("convnet" in row and "unfused first layer" in row and "ms/step" in row for row in rows)

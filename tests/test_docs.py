@@ -10,6 +10,7 @@ benchmark runs in test_benchmark.py). Last, the README's Python block runs as wr
 """
 
 import importlib
+import json
 import os
 from pathlib import Path
 import re
@@ -33,8 +34,9 @@ SMALL_RUN = [
 ]
 
 
-def documented_commands() -> list[tuple[str, list[str]]]:
-  """(where, argv) for every `python -m convnet.X ...` in a code block or inline code span of the docs."""
+def documented_commands() -> list[tuple[str, list[str], dict[str, str]]]:
+  """(where, argv, environment) for every `[VAR=value ...] python -m convnet.X ...` in a code block or
+  inline code span of the docs."""
   found = []
   for doc in DOCS:
     text = doc.read_text()
@@ -44,8 +46,12 @@ def documented_commands() -> list[tuple[str, list[str]]]:
     for line in lines:
       for part in re.split(r"&&|;", re.split(r"\s#\s", line)[0]):
         words = shlex.split(part)
+        env = {}
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+          name, _, value = words.pop(0).partition("=")
+          env[name] = value
         if len(words) > 2 and words[0].endswith("python") and words[1] == "-m" and words[2].startswith("convnet."):
-          found.append((f"{doc.relative_to(REPO)}: {part.strip()}", words[2:]))
+          found.append((f"{doc.relative_to(REPO)}: {part.strip()}", words[2:], env))
   return found
 
 
@@ -53,11 +59,12 @@ COMMANDS = documented_commands()
 
 
 def test_the_docs_hold_the_commands_we_expect():
-  modules = {argv[0] for _, argv in COMMANDS}
+  modules = {argv[0] for _, argv, _ in COMMANDS}
   assert {"convnet.main", "convnet.summary", "convnet.report", "convnet.visualize", "convnet.walkthrough",
           "convnet.benchmark"} <= modules  # fmt: skip
   assert len(COMMANDS) >= 25
-  assert any(argv[:2] == ["convnet.main", "--config=configs/sweep.py:smoke"] for _, argv in COMMANDS)
+  assert any(argv[:2] == ["convnet.main", "--config=configs/sweep.py:smoke"] for _, argv, _ in COMMANDS)
+  assert any("XLA_FLAGS" in env for _, _, env in COMMANDS) and any("JAX_PROCESS_ID" in env for _, _, env in COMMANDS)
 
 
 def build(config) -> int:
@@ -71,8 +78,8 @@ def build(config) -> int:
   return models.count_params(variables["params"])
 
 
-@pytest.mark.parametrize("where, argv", COMMANDS, ids=[w for w, _ in COMMANDS])
-def test_each_documented_command_parses_and_builds_its_model(real_data_dir, where, argv):
+@pytest.mark.parametrize("where, argv, env", COMMANDS, ids=[w for w, _, _ in COMMANDS])
+def test_each_documented_command_parses_and_builds_its_model(real_data_dir, where, argv, env):
   module = importlib.import_module(argv[0])
   values = cli.parse(argv, module.define_flags)
   if "config" in values and values.config is not None:
@@ -82,8 +89,8 @@ def test_each_documented_command_parses_and_builds_its_model(real_data_dir, wher
     assert all(count > 0 for count in built)
 
 
-def run_here(cwd: Path, argv: list[str]) -> subprocess.CompletedProcess:
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_here(cwd: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+  env = {**os.environ, "PYTHONPATH": str(REPO), **env}
   return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -91,21 +98,23 @@ def run_here(cwd: Path, argv: list[str]) -> subprocess.CompletedProcess:
 def workspace(real_data_dir, tmp_path_factory) -> Path:
   """A scratch directory where the documented commands ran, mains first (later tools read their runs)."""
   cwd = tmp_path_factory.mktemp("docs")
-  mains = [argv for _, argv in COMMANDS if argv[0] == "convnet.main"]
-  others = [argv for _, argv in COMMANDS if argv[0] not in ("convnet.main", "convnet.benchmark")]
-  for argv in mains:
+  # The two-host commands need two machines: test_devices runs them as two processes on localhost.
+  runnable = [(argv, env) for _, argv, env in COMMANDS if "JAX_PROCESS_ID" not in env]
+  mains = [(argv, env) for argv, env in runnable if argv[0] == "convnet.main"]
+  others = [(argv, env) for argv, env in runnable if argv[0] not in ("convnet.main", "convnet.benchmark")]
+  for argv, env in mains:
     config = cli.parse(argv, importlib.import_module("convnet.main").define_flags).config
     if "sweep" in config:
       if config.dataset.num_train_examples is not None:  # the smoke sweep: as written
-        result = run_here(cwd, argv)
+        result = run_here(cwd, argv, env)
         assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
     else:
-      result = run_here(cwd, argv + SMALL_RUN)
+      result = run_here(cwd, argv + SMALL_RUN, env)
       assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
   for name in ("sweep", "depth"):  # what the report commands read (their sweeps take an hour)
     shutil.copytree(cwd / "runs" / "smoke", cwd / "runs" / name, dirs_exist_ok=True)
-  for argv in others:
-    result = run_here(cwd, argv)
+  for argv, env in others:
+    result = run_here(cwd, argv, env)
     assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
   return cwd
 
@@ -114,6 +123,7 @@ def test_documented_commands_run_as_written(workspace):
   assert (workspace / "runs" / "smoke" / "report.md").is_file()
   assert "test_accuracy" in (workspace / "runs" / "default" / "summary.json").read_text()
   assert (workspace / "experiments" / "visualize" / "activations.png").is_file()
+  assert json.loads((workspace / "runs" / "two" / "summary.json").read_text())["mesh"] == {"data": 2}
 
 
 def readme_python_block() -> str:
@@ -128,3 +138,10 @@ def test_the_readme_python_block_runs_as_written(workspace):
                           text=True, timeout=600)  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]
   assert re.search(r"\d+\.\d+% test accuracy", result.stdout), result.stdout
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+  setup = [line for block in re.findall(r"```\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+           for line in block.splitlines() if line.startswith("apt-get update")]  # fmt: skip
+  assert len(setup) == 2 and "-c constraints.txt" in setup[0] and setup[1].endswith("-m pytest")
+  assert setup[1] in (REPO / ".ci" / "run").read_text()
