@@ -9,6 +9,7 @@ added); the other sweeps and the benchmark only parse here (the full grid takes 
 benchmark runs in test_benchmark.py). Last, the README's Python block runs as written.
 """
 
+import concurrent.futures
 import importlib
 import json
 import os
@@ -94,6 +95,23 @@ def run_here(cwd: Path, argv: list[str], env: dict[str, str]) -> subprocess.Comp
   return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+def run_in_groups(cwd: Path, jobs: list[tuple[list[str], dict[str, str]]]) -> None:
+  """Runs the commands two at a time (they spend most of their time compiling), those that share a
+  workdir (one writer) or an output one after another; each must succeed."""
+  groups: dict[str, list] = {}
+  for argv, env in jobs:
+    key = next((a.split("=", 1)[1] for a in argv if a.startswith(("--workdir=", "--out="))), repr(argv))
+    if (argv, env) not in groups.setdefault(key, []):
+      groups[key].append((argv, env))
+
+  def run_group(group):
+    return [(argv, run_here(cwd, argv, env)) for argv, env in group]
+
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    for argv, result in (item for group in pool.map(run_group, groups.values()) for item in group):
+      assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
+
+
 @pytest.fixture(scope="module")
 def workspace(real_data_dir, tmp_path_factory) -> Path:
   """A scratch directory where the documented commands ran, mains first (later tools read their runs)."""
@@ -102,20 +120,17 @@ def workspace(real_data_dir, tmp_path_factory) -> Path:
   runnable = [(argv, env) for _, argv, env in COMMANDS if "JAX_PROCESS_ID" not in env]
   mains = [(argv, env) for argv, env in runnable if argv[0] == "convnet.main"]
   others = [(argv, env) for argv, env in runnable if argv[0] not in ("convnet.main", "convnet.benchmark")]
+  jobs = []
   for argv, env in mains:
     config = cli.parse(argv, importlib.import_module("convnet.main").define_flags).config
-    if "sweep" in config:
-      if config.dataset.num_train_examples is not None:  # the smoke sweep: as written
-        result = run_here(cwd, argv, env)
-        assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
-    else:
-      result = run_here(cwd, argv + SMALL_RUN, env)
-      assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
+    if "sweep" not in config:
+      jobs.append((argv + SMALL_RUN, env))
+    elif config.dataset.num_train_examples is not None:  # the smoke sweep: as written
+      jobs.append((argv, env))
+  run_in_groups(cwd, jobs)
   for name in ("sweep", "depth"):  # what the report commands read (their sweeps take an hour)
     shutil.copytree(cwd / "runs" / "smoke", cwd / "runs" / name, dirs_exist_ok=True)
-  for argv, env in others:
-    result = run_here(cwd, argv, env)
-    assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
+  run_in_groups(cwd, others)
   return cwd
 
 
