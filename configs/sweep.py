@@ -5,6 +5,7 @@
     python -m convnet.main --config=configs/sweep.py:depth --workdir=runs/depth     # 1, 2, 3 conv blocks
     python -m convnet.main --config=configs/sweep.py --workdir=runs/sweep --config.sweep.seeds='(0,1,2,3,4)'
     python -m convnet.report --workdir=runs/sweep                                   # re-make the report
+    python -m convnet.main --config=configs/sweep.py --workdir=runs/sweep --config.executor=ray  # on Ray
 
 ``config.sweep`` holds the axes: each field is a tuple of values for the config field of the same
 name (``seeds`` sets ``seed``; ``model__padding`` names ``model.padding`` where a leaf is ambiguous).
@@ -15,6 +16,7 @@ The axes combine as a product, except the groups in ``config.sweep_zip``, which 
 from pathlib import Path
 
 import ml_collections
+from ml_collections import config_dict
 
 from convnet import configuration
 from convnet.errors import ConfigError
@@ -36,6 +38,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # A re-run retries trials that failed for reasons outside them (I/O, data, a crash); True: also
   # those that failed on their own (a NaN or diverged loss, a bad value).
   config.retry_failed = False
+
+  # Where trials run (none of these changes a trial's name or result; see convnet/executors.py).
+  config.executor = "local"  # 'local': here, one after another; 'ray': side by side on a Ray cluster
+  config.ray_address = config_dict.placeholder(str)  # None: start a local Ray; 'auto' or 'host:port': join one
+  config.trial_resources = ml_collections.ConfigDict()  # what one trial takes on Ray (fractions allowed)
+  config.trial_resources.cpu = 1.0
+  config.trial_resources.gpu = config_dict.placeholder(float)  # None: 1 where the cluster has GPUs, else 0
+  config.max_failures = 2  # Ray: a trial whose worker is lost runs again (from its checkpoint) this often
+  config.seeds_together = False  # True: the seeds of a configuration train as one vmapped program
 
   if variant == "smoke":  # a quick look on a small real subset: 4 trials, seconds each
     config.dataset.num_train_examples = 2000

@@ -56,6 +56,15 @@ def save(workdir: str | os.PathLike, epoch: int, state: Any) -> None:
     ) from None
 
 
+def discard_after(workdir: str | os.PathLike, epoch: int) -> None:
+  """Deletes the checkpoints after ``epoch`` (a run that goes back to ``epoch`` saves them anew)."""
+  later = [e for e in epochs(workdir) if e > epoch]
+  if later:
+    with _manager(workdir, create=False) as manager:
+      for step in later:
+        manager.delete(step)
+
+
 def _first_line(error: Exception) -> str:
   text = str(error).strip()
   return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__

@@ -11,9 +11,16 @@ recipe). Each seed's numbers equal those of a separate ``train.EpochProgram`` ru
 
 On a CPU it runs (and is tested) too, but gains nothing: the step already uses every core. With
 several devices the seeds are split across them (each device trains its own, no communication).
+
+:func:`train_seeds` is ``train.train_and_evaluate`` for several seeds at once (a sweep's
+``seeds_together``): each seed is still written as its own run directory (config, metrics, summary,
+checkpoints, TensorBoard), so the sweep records one result line per seed, and a seed's directory
+resumes alone or together.
 """
 
 from collections.abc import Mapping, Sequence
+import contextlib
+import logging
 import time
 from typing import Any
 
@@ -21,7 +28,22 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from convnet import batching, configuration, devices, input_pipeline, steps
+from convnet import (
+  batching,
+  checkpoints,
+  configuration,
+  devices,
+  input_pipeline,
+  locks,
+  logs,
+  models,
+  provenance,
+  steps,
+  train,
+)
+from convnet.errors import TrainingError
+
+log = logging.getLogger("convnet")
 
 
 def _per_seed(metrics: Mapping[str, jax.Array], count: int) -> list[dict[str, float]]:
@@ -94,3 +116,130 @@ class SeedsProgram:
     return _per_seed(
       self._eval(self.states, self.test_images, self.test_labels, self.eval_indices, self.eval_mask), len(self.seeds)
     )
+
+
+def _stacked(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _unstacked(tree: Any, count: int) -> list[Any]:
+  return [jax.tree.map(lambda leaf, i=i: leaf[i], tree) for i in range(count)]
+
+
+def train_seeds(
+  configs: Sequence[Mapping[str, Any]], workdirs: Sequence[str], *, lock_wait: float = 0.0
+) -> list[dict[str, Any]]:
+  """Trains configs that differ only in ``seed`` as one :class:`SeedsProgram`, each written to its workdir.
+
+  Returns each seed's summary (as ``train.train_and_evaluate`` would): a seed already finished is not
+  trained again, a NaN or diverged loss fails that seed only (``status: "failed"``, ``error``), and
+  ``stop_at`` stops each seed on its own. The group resumes from the last epoch every seed has a
+  checkpoint of. Timings (``epoch_seconds``) are the whole group's, marked by ``seeds_together``.
+  """
+  configs = [configuration.to_dict(c) for c in configs]
+  shared = [{k: v for k, v in c.items() if k != "seed"} for c in configs]
+  if any(other != shared[0] for other in shared[1:]) or len(configs) != len(workdirs):
+    raise ValueError("train_seeds trains configs that differ only in their seed, one workdir each")
+  for config in configs:
+    configuration.check_config(config)
+  with contextlib.ExitStack() as stack:
+    for workdir in workdirs:
+      stack.enter_context(locks.hold(workdir, lock_wait))
+    run_logs = [stack.enter_context(contextlib.closing(_run_log(c, w))) for c, w in zip(configs, workdirs, strict=True)]
+    summaries = {}
+    for position, (config, workdir, run_log) in enumerate(zip(configs, workdirs, run_logs, strict=True)):
+      configuration.check_same_run(run_log.read_config(), config, workdir)
+      previous = run_log.read_summary()
+      if logs.is_finished(previous, config):
+        summaries[position] = previous
+    todo = [i for i in range(len(configs)) if i not in summaries]
+    if todo:
+      summaries.update(_train_together([configs[i] for i in todo], [workdirs[i] for i in todo],
+                                       [run_logs[i] for i in todo], todo))  # fmt: skip
+    return [summaries[i] for i in range(len(configs))]
+
+
+def _run_log(config: Mapping[str, Any], workdir: str) -> logs.RunLog:
+  return logs.RunLog(workdir, tensorboard=config["tensorboard"], progress=False)
+
+
+def _train_together(configs, workdirs, run_logs, positions) -> dict[int, dict[str, Any]]:
+  start_time = time.perf_counter()
+  config = configs[0]
+  devices.check_backend(config.get("backend"))
+  data = input_pipeline.get_datasets(config["dataset"])
+  specs = models.layer_specs(configuration.model_kwargs(config, data.num_classes), data.image_shape)
+  code = provenance.code_record(models.layer_ops(specs))
+  seeds = [c["seed"] for c in configs]
+  program = SeedsProgram(config, data, seeds)
+  count = len(seeds)
+
+  done = 0
+  if config["checkpoint"]:
+    saved = [set(checkpoints.epochs(w)) for w in workdirs]
+    common = set.intersection(*saved)
+    done = max(common) if common else 0
+    for workdir in workdirs:  # a seed ahead of the others goes back with them (its epochs come out the same)
+      checkpoints.discard_after(workdir, done)
+    if done:
+      template = _unstacked(program.states, count)
+      restored = [checkpoints.restore(w, t, epoch=done)[0] for w, t in zip(workdirs, template, strict=True)]
+      program.states = devices.put(_stacked(restored), devices.leading_sharding(program.mesh))
+      log.info("seeds %s: resuming after epoch %d", seeds, done)
+  one = _unstacked(program.states, count)[0]
+  summaries, histories = [], []
+  for config, run_log in zip(configs, run_logs, strict=True):
+    run_log.write_config(config, code)
+    history = run_log.keep_metrics_through(done)
+    run_log.rewrite_tensorboard(history)
+    histories.append(history)
+    summary = train.run_facts(one, data, specs, program.mesh, code, epoch=done)
+    summaries.append({**summary, "compile_seconds": program.compile_seconds, "seeds_together": count})
+  active = list(range(count))
+  for epoch in range(done + 1, config["num_epochs"] + 1):
+    if not active:
+      break
+    epoch_start = time.perf_counter()
+    trained = program.train_epoch(epoch)
+    epoch_seconds = time.perf_counter() - epoch_start
+    eval_start = time.perf_counter()
+    tested = program.evaluate()
+    eval_seconds = time.perf_counter() - eval_start
+    states = _unstacked(program.states, count) if config["checkpoint"] else None
+    for i in list(active):
+      try:
+        train.check_loss(trained[i]["loss"], epoch, data.num_classes, config)
+      except TrainingError as e:
+        summaries[i].update(status="failed", error=str(e), total_seconds=time.perf_counter() - start_time)
+        run_logs[i].write_summary(summaries[i])
+        active.remove(i)
+        continue
+      record = {
+        "epoch": epoch,
+        **{f"train_{k}": v for k, v in trained[i].items()},
+        **{f"test_{k}": v for k, v in tested[i].items()},
+        "epoch_seconds": epoch_seconds,
+        "examples_per_second": program.num_train / epoch_seconds,
+        "eval_seconds": eval_seconds,
+        "code": code["source"],
+      }
+      run_logs[i].write_metrics(record)
+      histories[i].append(record)
+      if config["checkpoint"]:
+        checkpoints.save(workdirs[i], epoch, states[i])
+      summaries[i]["epoch"] = epoch
+      stop_at = config.get("stop_at")
+      if stop_at is not None and trained[i]["accuracy"] >= stop_at:
+        summaries[i]["stopped_early"] = True
+        summaries[i]["stop_reason"] = (
+          f"train accuracy {trained[i]['accuracy']:.4f} reached stop_at={stop_at} after epoch {epoch}"
+        )
+        active.remove(i)
+    log.info("epoch %d, seeds %s: test accuracy %s | %.2f s", epoch, seeds,
+             " ".join(f"{t['accuracy']:.4f}" for t in tested), epoch_seconds)  # fmt: skip
+  for i, summary in enumerate(summaries):
+    if summary["status"] != "failed":
+      summary.update(logs.history_summary(histories[i]))
+      summary.update(status="completed", total_seconds=time.perf_counter() - start_time)
+      run_logs[i].write_summary(summary)
+  return dict(zip(positions, summaries, strict=True))

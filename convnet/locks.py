@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 import socket
 import sys
+import time
 
 from convnet.errors import ConfigError, LockError
 
@@ -24,8 +25,10 @@ LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
-def hold(workdir: str | os.PathLike):
-  """Holds ``workdir``'s lock for the ``with`` block (creating the workdir); LockError if another process holds it."""
+def hold(workdir: str | os.PathLike, wait: float = 0.0):
+  """Holds ``workdir``'s lock for the ``with`` block (creating the workdir); LockError if another process
+  holds it (after waiting up to ``wait`` seconds for it to let go, e.g. a worker of a killed sweep that its
+  cluster is stopping)."""
   import fcntl  # POSIX only; imported here so that importing convnet works anywhere
 
   if Path(workdir).exists() and not Path(workdir).is_dir():
@@ -34,13 +37,17 @@ def hold(workdir: str | os.PathLike):
   path.parent.mkdir(parents=True, exist_ok=True)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
   try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
-      raise LockError(
-        f"{workdir} is in use by {holder}; wait for it to finish, or stop it (a re-run resumes)"
-      ) from None
+    deadline = time.monotonic() + wait
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        if time.monotonic() < deadline:
+          time.sleep(0.5)
+          continue
+      who = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+      raise LockError(f"{workdir} is in use by {who}; wait for it to finish, or stop it (a re-run resumes)") from None
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     command = " ".join([os.path.basename(sys.executable), *sys.argv])[:300]
     os.ftruncate(fd, 0)
@@ -48,3 +55,11 @@ def hold(workdir: str | os.PathLike):
     yield
   finally:
     os.close(fd)  # closing the descriptor releases the lock
+
+
+def holder(workdir: str | os.PathLike) -> str:
+  """Who holds (or last held) ``workdir``'s lock, as written in its lock file; '' if there is none."""
+  try:
+    return (Path(workdir) / LOCK_FILE).read_text(errors="replace").strip()
+  except OSError:
+    return ""

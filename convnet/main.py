@@ -33,7 +33,8 @@ def main(values: flags.FlagValues) -> None:
   if "sweep" in config and devices.cluster_requested(config):
     raise ConfigError("a sweep runs in one process; distributed (many-host) runs are for a single config")
   devices.start_distributed(config)  # before anything starts the backend
-  logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
+  if config.get("executor", "local") == "local":  # a Ray driver leaves the devices to its workers
+    logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
   if "sweep" in config:
     from convnet import analysis, sweep
 

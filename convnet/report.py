@@ -82,6 +82,36 @@ def _machine(results: Sequence[Mapping[str, Any]]) -> str:
   return "; ".join(seen) or "no completed trials"
 
 
+def _how_run(results: Sequence[Mapping[str, Any]]) -> str:
+  executors = sorted({r.get("executor", "local") for r in results if r.get("status") == "completed"})
+  most = max((r.get("concurrent_trials", 1) for r in results if r.get("status") == "completed"), default=1)
+  where = f" ({', '.join(executors)} executor)" if executors else ""
+  if most <= 1:
+    return f"Trials ran one at a time{where}."
+  return f"Trials ran side by side{where}, up to {most} at once on a node."
+
+
+def _contention(results: Sequence[Mapping[str, Any]]) -> list[str]:
+  """Why timings may not compare: trials that shared a node, or seeds timed as one program."""
+  done = [r for r in results if r.get("status") == "completed"]
+  out = []
+  shared = [r for r in done if r.get("concurrent_trials", 1) > 1]
+  if shared:
+    most = max(r["concurrent_trials"] for r in shared)
+    out.append(
+      f"{len(shared)} of {len(done)} trials were timed while other trials ran on the same node (up to {most} at "
+      "once), which slows them by an amount that depends on what ran beside them: their s/epoch measure the "
+      "node's contention as much as the network (the local executor runs trials one at a time)"
+    )
+  together = sorted({r.get("seeds_together", 1) for r in done} - {1})
+  if together:
+    out.append(
+      f"seeds were trained together ({', '.join(map(str, together))} per program): a trial's s/epoch is its "
+      "whole group's epoch"
+    )
+  return out
+
+
 def markdown(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], input_pixels: int | None = None) -> str:
   """report.md's text."""
   rows = analysis.aggregate(results)
@@ -92,7 +122,7 @@ def markdown(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], in
     "# Sweep report",
     "",
     f"Timings from: {_machine(results)}. Seconds per epoch exclude compilation; each trial's figure is the",
-    "median over its epochs, then mean ± std over seeds (n=1: one seed, spread unknown). Trials ran one at a time.",
+    "median over its epochs, then mean ± std over seeds (n=1: one seed, spread unknown). " + _how_run(results),
     f"Epochs: {config.get('num_epochs')}, batch size {config.get('batch_size')}, {config.get('optimizer')} "
     f"{config.get('learning_rate')}; data: {dataset.get('name')} ({dataset.get('num_train_examples') or 'all'} "
     f"train / {dataset.get('num_test_examples') or 'all'} test images).",
@@ -100,7 +130,7 @@ def markdown(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], in
     + ("; ".join(provenance.distinct(results, lambda r: provenance.code_label(r.get("code")))) or "none")
     + ".",
   ]
-  for warning in provenance.differences(results):
+  for warning in provenance.differences(results) + _contention(results):
     lines += ["", f"**Warning:** {warning}; compare timings only among trials that share them."]
   if rows:
     spot, why = analysis.chosen_sweet_spot(rows, config)

@@ -2,9 +2,11 @@
 
 Each trial is the base config with a few overrides and a stable, readable name derived from them
 (``features=32-32,kernel_size=5,seed=1``); it trains with ``train.train_and_evaluate`` in
-``DIR/trials/<name>/``. ``DIR/results.jsonl`` gets one line per finished trial (completed, failed or
-skipped), appended with one fsynced write, so a ``kill -9`` at any moment leaves every line whole
-and none twice. The sweep holds ``DIR``'s lock while it works (``convnet.locks``).
+``DIR/trials/<name>/``, here one after another or on a Ray cluster side by side (``config.executor``,
+see ``convnet.executors``). ``DIR/results.jsonl`` gets one line per finished trial (completed, failed
+or skipped), appended by this process only (the driver) with one fsynced write as each trial ends, so
+a ``kill -9`` at any moment leaves every line whole and none twice. The sweep holds ``DIR``'s lock
+while it works (``convnet.locks``).
 
 Re-running the same command skips recorded trials and resumes an interrupted one from its
 checkpoint. A trial that failed for a reason outside it (I/O, data, a crash) runs again; one that
@@ -12,8 +14,9 @@ failed on its own (a NaN or diverged loss, a bad value) stays failed unless ``re
 an impossible shape stays skipped. A retried trial's new line follows its old one (the later wins),
 so ``results.jsonl`` keeps the history. A re-run may add axis values (extending the sweep) and change
 the fields that change no result; any other change is refused, naming the field. A full disk stops
-the sweep with its records intact (free space, re-run to resume). Trials run one at a time so that
-their timings are comparable.
+the sweep with its records intact (free space, re-run to resume). With the local executor trials run
+one at a time so that their timings are comparable; each result line says on which node and beside
+how many other trials it ran (``node``, ``concurrent_trials``).
 """
 
 from collections.abc import Mapping
@@ -27,13 +30,17 @@ from typing import Any
 
 import ml_collections
 
-from convnet import configuration, input_pipeline, locks, logs, models, provenance, report, train
-from convnet.errors import ConfigError, ConvnetError, Interrupted, StorageError, TrainingError, storage_problem
+from convnet import configuration, executors, input_pipeline, locks, logs, models, provenance, report
+from convnet.errors import ConfigError, StorageError
 
 log = logging.getLogger("convnet")
 RESULTS_FILE = report.RESULTS_FILE
-TRIALS_DIR = "trials"
-SWEEP_FIELDS = ("sweep", "sweep_zip", "report", "retry_failed")  # not part of a trial's config
+TRIALS_DIR = executors.TRIALS_DIR
+# Not part of a trial's config (how and where trials run changes no result beyond float rounding).
+SWEEP_FIELDS = (
+    "sweep", "sweep_zip", "report", "retry_failed", "executor", "ray_address", "trial_resources", "max_failures",
+    "seeds_together",
+)  # fmt: skip
 # What may change between a sweep and its re-run: the sweep's own fields and what changes no result.
 # (Unlike a single run, num_epochs and stop_at may not: recorded trials would keep their old values.)
 SWEEP_RESUMABLE = set(SWEEP_FIELDS) | (configuration.RESUMABLE_CHANGES - {"num_epochs", "stop_at"})
@@ -160,7 +167,7 @@ def _record(workdir: Path, trial: Trial, status: str, **fields: Any) -> dict[str
 RESULT_FIELDS = (
     "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch", "epoch_seconds", "examples_per_second",
     "compile_seconds", "train_seconds", "num_params", "flops_per_example", "num_classes", "backend", "device",
-    "machine", "stopped_early", "code", "code_sources",
+    "machine", "stopped_early", "code", "code_sources", "seeds_together",
 )  # fmt: skip
 
 
@@ -211,27 +218,30 @@ def _to_retry(record: Mapping[str, Any], retry_failed: bool) -> bool:
   return record.get("cause") not in OWN_FAILURES or retry_failed
 
 
-def _failure(trial: Trial, error: Exception) -> tuple[str, str]:
-  """(cause, message) of a failed trial; StorageError (the sweep cannot go on) for a full disk."""
-  problem = storage_problem(error)
-  if problem is not None:
-    raise StorageError(f"trial {trial.name}: {problem}; free some space and re-run the same command to resume")
-  if isinstance(error, TrainingError):
-    return "training", str(error)
-  if isinstance(error, ConfigError):
-    return "config", str(error)
-  return "environment", str(error) if isinstance(error, ConvnetError) else f"{type(error).__name__}: {error}"
-
-
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report:
   """Runs (or resumes) the sweep in ``workdir`` (holding its lock), writes the report and returns it."""
   workdir = Path(workdir)
   trials = expand(config)
   configuration.check_config(base_config(config).to_dict())
+  executors.check_config(config.to_dict())
   with locks.hold(workdir):
     check_same_sweep(logs.read_json(workdir / logs.CONFIG_FILE), config, workdir)
     logs.write_json(workdir / logs.CONFIG_FILE, {**config.to_dict(), logs.CODE_KEY: provenance.code_record()})
     return _run(config, workdir, trials)
+
+
+def _tasks(work: list[tuple[Trial, int, float]], together: bool) -> list[executors.Task]:
+  """One task per trial, or (``together``) one per configuration with all its seeds."""
+  if not together:
+    return [executors.Task((t.name,), (t.config.to_dict(),), flops) for t, _, flops in work]
+  groups: dict[str, list[tuple[Trial, int, float]]] = {}
+  for item in work:
+    key = trial_name({k: v for k, v in item[0].overrides.items() if k != "seed"})
+    groups.setdefault(key, []).append(item)
+  return [
+    executors.Task(tuple(t.name for t, _, _ in g), tuple(t.config.to_dict() for t, _, _ in g), g[0][2])
+    for g in groups.values()
+  ]
 
 
 def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) -> report.Report:
@@ -252,32 +262,50 @@ def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) 
       flatten = next(s for s in specs if s.kind == "Flatten").output_shape[0]
       work.append((trial, flatten, sum(s.flops for s in specs)))
 
+  by_name = {trial.name: (trial, flatten) for trial, flatten, _ in work}
+  tasks = _tasks(work, bool(config.get("seeds_together")))
+  executor = config.get("executor", "local")
+  recorded: set[str] = set()
   start = time.perf_counter()
   timings: list[tuple[float, float]] = []
-  for i, (trial, flatten, flops) in enumerate(work):
-    index = trials.index(trial) + 1
-    elapsed = time.perf_counter() - start
-    eta = estimate_seconds(timings, [f for _, _, f in work[i:]])
-    eta_text = f", ETA {_hms(eta)}" if eta is not None else ""
-    again = " (again: it failed before)" if trial.name in done else ""
-    log.info("trial %d/%d %s%s (%d left; elapsed %s%s)", index, len(trials), trial.name, again, len(work) - i,
-             _hms(elapsed), eta_text)  # fmt: skip
-    trial_start = time.perf_counter()
-    try:
-      summary = train.train_and_evaluate(trial.config, str(workdir / TRIALS_DIR / trial.name))
-    except Interrupted:
-      raise  # not a result: the trial resumes on the next run
-    except Exception as e:  # noqa: BLE001 - one broken trial must not end the sweep (a full disk does)
-      cause, message = _failure(trial, e)
-      if cause == "environment" and not isinstance(e, ConvnetError):
-        log.exception("trial %s failed", trial.name)
+  left = [task.flops for task in tasks for _ in task.names]
+  if work:
+    log.info("%d of %d trials to run (%s executor%s)", len(work), len(trials), executor,
+             ", seeds together" if len(tasks) < len(work) else "")  # fmt: skip
+
+  def deliver(task: executors.Task, outcomes: list[dict[str, Any]]) -> None:
+    """The one writer of results.jsonl: a line per trial of a finished task, never twice in one run."""
+    for outcome in outcomes:
+      name = outcome["name"]
+      if name in recorded or name not in by_name:
+        log.warning("trial %s was delivered again; its line is already in %s", name, RESULTS_FILE)
+        continue
+      trial, flatten = by_name[name]
+      cause = outcome.get("cause")
+      if cause == "storage":
+        raise StorageError(f"trial {name}: {outcome['error']}; free some space and re-run the same command to resume")
+      if cause == "unshared":
+        raise ConfigError(outcome["error"])
+      where = {"node": outcome["node"], "concurrent_trials": outcome["concurrent_trials"], "executor": executor}
+      if outcome["status"] == "failed" and "summary" not in outcome:
+        log.warning("trial %s failed: %s", name, outcome["error"])
+        done[name] = _record(workdir, trial, "failed", error=outcome["error"], cause=cause, **where)
       else:
-        log.warning("trial %s failed: %s", trial.name, message)
-      done[trial.name] = _record(workdir, trial, "failed", error=message, cause=cause)
-    else:
-      fields = {k: summary[k] for k in RESULT_FIELDS if k in summary}
-      done[trial.name] = _record(workdir, trial, summary["status"], flatten_size=flatten, **fields)
-    timings.append((flops, time.perf_counter() - trial_start))
+        summary = outcome["summary"]
+        fields = {k: summary[k] for k in RESULT_FIELDS if k in summary}
+        done[name] = _record(workdir, trial, summary["status"], flatten_size=flatten, **fields, **where)
+      recorded.add(name)
+      timings.append((task.flops, outcome["ended"] - outcome["started"]))
+      left.remove(task.flops)
+      elapsed = time.perf_counter() - start
+      eta = estimate_seconds(timings, left) if executor == "local" else None  # trials one after another
+      eta_text = f", ETA {_hms(eta)}" if eta is not None and left else ""
+      accuracy = done[name].get("test_accuracy")
+      result = f"{100 * accuracy:.2f}%" if accuracy is not None else done[name]["status"]
+      log.info("trial %d/%d done: %s: %s (%d left; elapsed %s%s)", trials.index(trial) + 1, len(trials), name,
+               result, len(left), _hms(elapsed), eta_text)  # fmt: skip
+
+  executors.run(tasks, config.to_dict(), workdir, deliver)
   log.info("sweep done: %d trials in %s", len(trials), _hms(time.perf_counter() - start))
   results = [done[t.name] for t in trials if t.name in done]
   return report.write_report(workdir, config.to_dict(), results)

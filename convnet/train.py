@@ -140,20 +140,38 @@ def check_loss(loss: float, epoch: int, num_classes: int, config: Mapping[str, A
   )
 
 
+def run_facts(state, data: input_pipeline.Dataset, specs, mesh, code: Mapping[str, Any], epoch: int) -> dict[str, Any]:
+  """summary.json's fields of a run that is starting (``status: running``) after ``epoch`` epochs."""
+  return {
+    "status": "running",
+    "epoch": epoch,
+    "stopped_early": False,
+    "num_params": models.count_params(state.params),
+    "flops_per_example": sum(s.flops for s in specs),
+    "num_classes": data.num_classes,
+    "num_train_examples": len(data.train_labels),
+    "num_test_examples": len(data.test_labels),
+    "data_source": data.source,
+    **provenance.environment(),
+    "mesh": devices.describe(mesh),
+    "code": code,
+  }
+
+
 def train_and_evaluate(
-  config: ml_collections.ConfigDict | Mapping[str, Any], workdir: str, *, lock: bool = True
+  config: ml_collections.ConfigDict | Mapping[str, Any], workdir: str, *, lock: bool = True, lock_wait: float = 0.0
 ) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming from its last checkpoint) and returns summary.json's dict.
 
   A run that already finished is not trained again: its summary is returned. A NaN or diverged
   loss raises TrainingError after writing ``status: "failed"``; bad config values raise ConfigError;
   Ctrl-C raises Interrupted. The run holds ``workdir``'s lock (``convnet.locks``) unless ``lock`` is
-  False (a caller that holds a lock covering it).
+  False (a caller that holds a lock covering it); ``lock_wait`` seconds are given to a holder to let go.
   """
   config = configuration.to_dict(config)
   configuration.check_config(config)
   writer = devices.is_writer()  # of several processes (many hosts), only process 0 writes and locks
-  with locks.hold(workdir) if lock and writer else contextlib.nullcontext():
+  with locks.hold(workdir, lock_wait) if lock and writer else contextlib.nullcontext():
     run_log = logs.RunLog(workdir, tensorboard=config["tensorboard"], progress=config["progress"], writes=writer)
     try:
       with interrupts.deferred():  # Ctrl-C stops the run between compiled calls (interrupts.check)
@@ -192,20 +210,7 @@ def _train_and_evaluate(config: dict[str, Any], workdir: str, run_log: logs.RunL
   history = run_log.keep_metrics_through(done)
   run_log.rewrite_tensorboard(history)  # every kept epoch once, whatever a kill left in the events
 
-  summary = {
-    "status": "running",
-    "epoch": done,
-    "stopped_early": False,
-    "num_params": models.count_params(state.params),
-    "flops_per_example": sum(s.flops for s in specs),
-    "num_classes": data.num_classes,
-    "num_train_examples": len(data.train_labels),
-    "num_test_examples": len(data.test_labels),
-    "data_source": data.source,
-    **provenance.environment(),
-    "mesh": devices.describe(mesh),
-    "code": code,
-  }
+  summary = run_facts(state, data, specs, mesh, code, epoch=done)
   log.info("data %s: train %s, test %s, %d classes; backend %s (%s)", data.source,
                data.train_images.shape, data.test_images.shape, data.num_classes,
                summary["backend"], summary["device"])  # fmt: skip

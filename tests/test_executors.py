@@ -1,0 +1,314 @@
+"""Executors: the config fields, seeds trained together, and sweeps on Ray (a local Ray and a `ray start`
+cluster) giving the local executor's results, every trial once, through a worker or a driver kill -9.
+
+Every Ray here runs in its own short temporary directory (RAY_TMPDIR, or --temp-dir) with a token of
+its own (RAY_AUTH_TOKEN, so nothing is written under the user's home), and is stopped by killing the
+processes that have that directory open: nothing else on the machine is touched.
+"""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from conftest import REPO, sweep_config
+import pytest
+
+from convnet import ensemble, executors, logs, sweep
+from convnet.errors import ConfigError
+
+RAY_TIMEOUT = 420
+NAMES = ["features=4-4,kernel_size=3,seed=0", "features=4-4,kernel_size=3,seed=1"]
+
+
+def test_executor_fields_are_checked_before_anything_runs(idx_dir, tmp_path):
+  for field, value, message in (
+    ("executor", "spark", "executor='spark' is not one of"),
+    ("max_failures", -1, "max_failures=-1"),
+    ("trial_resources.gpu", -0.5, "trial_resources.gpu=-0.5"),
+    ("ray_address", " ", "ray_address=' '"),
+  ):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+      sweep.run(sweep_config(idx_dir, **{field: value}), tmp_path / field)
+    assert not (tmp_path / field).exists()
+
+
+def test_executor_fields_do_not_change_trial_names_and_a_sweep_may_resume_with_another_executor(idx_dir, tmp_path):
+  plain = sweep.expand(sweep_config(idx_dir))
+  on_ray = sweep.expand(sweep_config(idx_dir, executor="ray", seeds_together=True, **{"trial_resources.cpu": 0.5}))
+  assert [t.name for t in plain] == [t.name for t in on_ray]
+  assert [t.config.to_dict() for t in plain] == [t.config.to_dict() for t in on_ray]
+  sweep.check_same_sweep(sweep_config(idx_dir).to_dict(), sweep_config(idx_dir, executor="ray"), tmp_path)
+
+
+def test_seeds_together_write_each_seed_as_its_own_trial_equal_to_separate_trials(idx_dir, tmp_path):
+  fields = {"sweep.seeds": (0, 1), "num_epochs": 2}
+  apart = sweep.run(sweep_config(idx_dir, **fields), tmp_path / "apart")
+  together = sweep.run(sweep_config(idx_dir, seeds_together=True, **fields), tmp_path / "together")
+  lines = {d: logs.read_jsonl(tmp_path / d / "results.jsonl") for d in ("apart", "together")}
+  assert [r["name"] for r in lines["apart"]] == [r["name"] for r in lines["together"]] == NAMES
+  for one, other in zip(lines["apart"], lines["together"], strict=True):
+    assert other["status"] == "completed" and other["epoch"] == 2 and other["seeds_together"] == 2
+    assert other["test_loss"] == pytest.approx(one["test_loss"], rel=1e-4)
+    assert other["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=1 / 103 + 1e-9)
+    trial = tmp_path / "together" / "trials" / other["name"]
+    assert [m["epoch"] for m in logs.read_jsonl(trial / "metrics.jsonl")] == [1, 2]
+    assert logs.read_json(trial / "summary.json")["status"] == "completed"
+    assert logs.read_json(trial / "config.json")["seed"] == other["seed"]
+  assert lines["together"][0]["test_loss"] != lines["together"][1]["test_loss"]
+  assert "seeds were trained together (2 per program)" in (tmp_path / "together" / "report.md").read_text()
+  assert apart.sweet_spot.name == together.sweet_spot.name
+
+
+def test_seeds_together_resume_from_the_last_epoch_every_seed_has(idx_dir, tmp_path):
+  config = sweep_config(idx_dir, num_epochs=2, **{"sweep.seeds": (0, 1)})
+  trials = sweep.expand(config)
+  dirs = [str(tmp_path / t.name) for t in trials]
+  configs = [t.config.to_dict() for t in trials]
+  first = ensemble.train_seeds([{**c, "num_epochs": 1} for c in configs], dirs)  # as if stopped after epoch 1
+  assert [s["epoch"] for s in first] == [1, 1]
+  # Seed 1 lost its epoch-1 checkpoint: the group starts again from the start for both.
+  shutil.rmtree(Path(dirs[1]) / "checkpoints")
+  again = ensemble.train_seeds(configs, dirs)
+  assert [s["epoch"] for s in again] == [2, 2]
+  for d in dirs:
+    assert [m["epoch"] for m in logs.read_jsonl(Path(d) / "metrics.jsonl")] == [1, 2]  # none twice
+  alone = ensemble.train_seeds(configs[:1], dirs[:1])  # finished: not trained again
+  assert alone == again[:1]
+
+
+# ------------------------------------------------------------------------------------------ on Ray
+
+needs_ray = pytest.mark.skipif(
+  importlib.util.find_spec("ray") is None, reason="Ray is in the test extra (pip install -e '.[test]')"
+)
+
+SWEEP_CONFIG = """
+import sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+from conftest import sweep_config
+
+def get_config():
+  return sweep_config({data!r}, num_epochs={epochs}, **{{"sweep.seeds": (0, 1)}})
+"""
+
+
+@pytest.fixture
+def ray_env(tmp_path):
+  """A short temporary directory for Ray's sockets and logs, a fresh token, and at the end every
+  process that has the directory open killed (Ray's, and only those)."""
+  temp = tempfile.mkdtemp(prefix="cr", dir="/tmp")  # short: Ray's unix sockets live in it
+  env = {
+    **os.environ,
+    "PYTHONPATH": str(REPO),
+    "RAY_TMPDIR": temp,
+    "RAY_AUTH_TOKEN": secrets.token_hex(16),
+    "RAY_AUTH_MODE": "token",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # a `ray start` cluster in a test listens on loopback only
+    "RAY_USAGE_STATS_ENABLED": "0",
+  }
+  env.pop("RAY_ADDRESS", None)
+  yield env, temp
+  _kill_processes_using(temp)
+  shutil.rmtree(temp, ignore_errors=True)
+
+
+def _kill_processes_using(directory: str) -> None:
+  for _ in range(3):
+    found = []
+    for proc in Path("/proc").iterdir():
+      if not proc.name.isdigit() or int(proc.name) == os.getpid():
+        continue
+      try:
+        held = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        held.append((proc / "cmdline").read_bytes().decode(errors="replace"))
+      except OSError:
+        continue
+      if any(directory in h for h in held):
+        found.append(int(proc.name))
+    for pid in found:
+      try:
+        os.kill(pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+    if not found:
+      return
+    time.sleep(1)
+
+
+def _config_file(tmp_path, idx_dir, epochs):
+  path = tmp_path / f"sweep_{epochs}.py"
+  path.write_text(SWEEP_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir), epochs=epochs))
+  return path
+
+
+def _sweep(env, config_path, workdir, *flags, wait=True):
+  command = [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={workdir}", *flags]
+  process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  if not wait:
+    return process
+  out, err = process.communicate(timeout=RAY_TIMEOUT)
+  assert process.returncode == 0, err[-3000:]
+  return out
+
+
+def _results(workdir):
+  return {r["name"]: r for r in logs.read_jsonl(Path(workdir) / "results.jsonl")}
+
+
+def _wait_for(predicate, process, seconds=RAY_TIMEOUT):
+  deadline = time.time() + seconds
+  while time.time() < deadline and process.poll() is None:
+    found = predicate()
+    if found:
+      return found
+    time.sleep(0.05)
+  raise AssertionError(f"not seen before the sweep ended (status {process.poll()}): {process.stderr.read()[-3000:]}")
+
+
+@needs_ray
+def test_on_a_local_ray_a_killed_worker_is_retried_and_results_equal_the_local_executor(idx_dir, tmp_path, ray_env):
+  env, _ = ray_env
+  config_path = _config_file(tmp_path, idx_dir, epochs=6)
+  _sweep(env, config_path, tmp_path / "local")
+
+  process = _sweep(env, config_path, tmp_path / "ray", "--config.executor=ray", wait=False)
+  trial = tmp_path / "ray" / "trials" / NAMES[0]
+  _wait_for(lambda: len(logs.read_jsonl(trial / "metrics.jsonl")) >= 2, process)
+  worker = int((trial / ".lock").read_text().split()[1])  # "pid N on host ..." of the Ray worker
+  assert worker != process.pid
+  os.kill(worker, signal.SIGKILL)
+  assert len(logs.read_jsonl(trial / "metrics.jsonl")) < 6  # mid-trial
+  out, err = process.communicate(timeout=RAY_TIMEOUT)
+  assert process.returncode == 0, err[-3000:]
+  assert "sweet spot:" in out and "resuming after epoch" in err  # the retry went on from the checkpoint
+
+  local, on_ray = _results(tmp_path / "local"), _results(tmp_path / "ray")
+  lines = (tmp_path / "ray" / "results.jsonl").read_text().splitlines()
+  assert sorted(json.loads(line)["name"] for line in lines) == NAMES  # each trial once
+  for name in NAMES:
+    assert on_ray[name]["status"] == "completed" and on_ray[name]["epoch"] == 6
+    assert on_ray[name]["test_accuracy"] == local[name]["test_accuracy"]
+    assert on_ray[name]["test_loss"] == pytest.approx(local[name]["test_loss"], rel=1e-6)
+    assert on_ray[name]["executor"] == "ray" and on_ray[name]["node"] == socket.gethostname()
+    assert 1 <= on_ray[name]["concurrent_trials"] <= 2 and local[name]["concurrent_trials"] == 1
+  epochs = [m["epoch"] for m in logs.read_jsonl(trial / "metrics.jsonl")]
+  assert epochs == list(range(1, 7))  # resumed from its checkpoint: no epoch twice, none missing
+  report = (tmp_path / "ray" / "report.md").read_text()
+  assert "(ray executor)" in report
+  if any(r["concurrent_trials"] > 1 for r in on_ray.values()):
+    assert "were timed while other trials ran on the same node" in report
+
+
+LOOPBACK_SCRIPT = """
+import json
+from convnet import executors
+
+def listening():
+  found = set()
+  for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).read().splitlines()[1:]:
+      fields = line.split()
+      if fields[3] == "0A":  # LISTEN
+        found.add(fields[1])
+  return found
+
+before = listening()
+executors.connect(None)
+import ray
+from ray._raylet import AuthenticationMode, get_authentication_mode
+print(json.dumps({"node": ray.util.get_node_ip_address(), "token": get_authentication_mode() == AuthenticationMode.TOKEN,
+                  "new": sorted(listening() - before)}))
+"""
+# 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp and tcp6 write them.
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+@needs_ray
+def test_a_local_ray_listens_on_loopback_only_with_token_authentication(ray_env):
+  env, _ = ray_env
+  env = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+  run = subprocess.run([sys.executable, "-c", LOOPBACK_SCRIPT], env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+  assert run.returncode == 0, run.stderr[-3000:]
+  seen = json.loads(run.stdout.strip().splitlines()[-1])
+  assert seen["node"] == "127.0.0.1" and seen["token"]
+  assert len(seen["new"]) >= 3  # the GCS, the raylet, its workers...
+  assert {address.split(":")[0] for address in seen["new"]} <= LOOPBACK, seen["new"]
+
+
+def test_the_local_executor_needs_no_ray(idx_dir, tmp_path):
+  config_path = _config_file(tmp_path, idx_dir, epochs=1)
+  script = (
+    "import runpy, sys\n"
+    "sys.modules['ray'] = None  # as if Ray were not installed: import ray raises ImportError\n"
+    f"sys.argv = ['convnet.main', '--config={config_path}', '--workdir={tmp_path / 'sweep'}']\n"
+    "runpy.run_module('convnet.main', run_name='__main__')\n"
+  )
+  run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert sorted(_results(tmp_path / "sweep")) == NAMES
+
+
+@needs_ray
+def test_a_ray_start_cluster_runs_the_sweep_and_a_killed_driver_resumes(idx_dir, tmp_path, ray_env):
+  env, temp = ray_env
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  ray_cli = str(Path(sys.executable).with_name("ray"))
+  start = [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+           "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
+  started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
+  assert started.returncode == 0, started.stderr[-3000:]
+  address = f"--config.ray_address=127.0.0.1:{port}"
+  config_path = _config_file(tmp_path, idx_dir, epochs=4)
+  workdir = tmp_path / "sweep"
+
+  process = _sweep(env, config_path, workdir, "--config.executor=ray", address, wait=False)
+  _wait_for(lambda: any(len(logs.read_jsonl(d / "metrics.jsonl")) >= 1 for d in (workdir / "trials").glob("*")),
+            process)  # fmt: skip
+  process.send_signal(signal.SIGKILL)
+  process.communicate()
+  assert len(_results(workdir)) < 2  # killed mid-sweep
+
+  trained = {d.name: len(logs.read_jsonl(d / "metrics.jsonl")) for d in (workdir / "trials").glob("*")}
+  out = _sweep(env, config_path, workdir, "--config.executor=ray", address)
+  assert "sweet spot:" in out and (workdir / "report.md").exists()
+  lines = (workdir / "results.jsonl").read_text().splitlines()
+  assert sorted(json.loads(line)["name"] for line in lines) == NAMES  # every trial exactly once
+  for name in NAMES:
+    assert [m["epoch"] for m in logs.read_jsonl(workdir / "trials" / name / "metrics.jsonl")] == [1, 2, 3, 4]
+  assert max(trained.values()) >= 1  # the rerun resumed a trial that had epochs, without repeating them
+
+  failed = subprocess.run(
+    [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={tmp_path / 'other'}",
+     "--config.executor=ray", f"--config.ray_address=127.0.0.1:{_free_port()}"],
+    cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+  )  # fmt: skip
+  assert failed.returncode == 1
+  assert failed.stderr.strip().splitlines()[-1].startswith("error: ray_address='127.0.0.1:")
+  assert "no Ray cluster answers there" in failed.stderr
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_a_missing_ray_is_one_line(idx_dir, tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+  with pytest.raises(
+    ConfigError, match=r"needs Ray, which is not installed; install it with: pip install 'convnet\[ray\]'"
+  ):
+    executors.connect("auto")
