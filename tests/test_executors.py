@@ -312,3 +312,19 @@ def test_a_missing_ray_is_one_line(idx_dir, tmp_path, monkeypatch):
     ConfigError, match=r"needs Ray, which is not installed; install it with: pip install 'convnet\[ray\]'"
   ):
     executors.connect("auto")
+
+
+def test_a_worker_that_does_not_see_the_drivers_workdir_stops_the_sweep_with_one_line(idx_dir, tmp_path, monkeypatch):
+  task = executors.Task((NAMES[0],), (sweep.expand(sweep_config(idx_dir))[0].config.to_dict(),), 1.0)
+  (outcome,) = executors.attempt(task, str(tmp_path / "elsewhere"), expect_holder="pid 1 on head (...)")
+  assert outcome["status"] == "failed" and outcome["cause"] == "unshared"
+  assert not (tmp_path / "elsewhere").exists()  # nothing written where the driver is not
+
+  def on_another_node(tasks, config, sweep_dir, deliver):  # the driver's lock file is not what it sees
+    for task in tasks:
+      deliver(task, executors.attempt(task, str(sweep_dir), expect_holder="pid 1 on head (...)"))
+
+  monkeypatch.setitem(executors.RUNNERS, "local", on_another_node)
+  with pytest.raises(ConfigError, match="must be storage that every node sees at the same path"):
+    sweep.run(sweep_config(idx_dir), tmp_path / "sweep")
+  assert not (tmp_path / "sweep" / "results.jsonl").exists()
