@@ -32,7 +32,7 @@ from typing import Any
 import warnings
 
 from convnet import locks, runtime
-from convnet.errors import ConfigError, ConvnetError, Interrupted, TrainingError, storage_problem
+from convnet.errors import ConfigError, ConvnetError, Interrupted, StorageError, TrainingError, storage_problem
 
 log = logging.getLogger("convnet")
 EXECUTORS = ("local", "ray")
@@ -82,8 +82,8 @@ def failure(error: BaseException) -> tuple[str, str]:
   """(cause, message) of a trial that raised ``error``: 'training' (NaN, divergence), 'config' (a bad
   value, an impossible shape), 'storage' (a full disk: the sweep stops) or 'environment' (the rest)."""
   problem = storage_problem(error)
-  if problem is not None:
-    return "storage", problem
+  if problem is not None or isinstance(error, StorageError):
+    return "storage", problem or str(error)
   if isinstance(error, TrainingError):
     return "training", str(error)
   if isinstance(error, ConfigError):
@@ -210,7 +210,8 @@ def _import_ray():
 
 
 def connect(address: str | None, temp_dir: str | None = None) -> bool:
-  """Starts a local Ray (address None) or joins the cluster at ``address``; True if this started Ray.
+  """Starts a local Ray (address None) or joins the cluster at ``address``; True if this process
+  connected (and so disconnects at the end: ``ray.shutdown`` stops a local Ray, leaves a cluster running).
 
   A local Ray listens on 127.0.0.1 only (Ray binds its servers to the node's address, which is the
   loopback address when Ray is told there is no cluster: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read

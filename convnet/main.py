@@ -10,6 +10,7 @@ line on stderr and exit status 1.
 """
 
 import logging
+import os
 from pathlib import Path
 
 from absl import flags
@@ -32,6 +33,9 @@ def main(values: flags.FlagValues) -> None:
   config, workdir = values.config, Path(values.workdir)
   if "sweep" in config and devices.cluster_requested(config):
     raise ConfigError("a sweep runs in one process; distributed (many-host) runs are for a single config")
+  if config.get("executor", "local") == "ray":
+    # The driver checks shapes with JAX too: on a GPU it must not take the memory its workers train in.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   devices.start_distributed(config)  # before anything starts the backend
   if config.get("executor", "local") == "local":  # a Ray driver leaves the devices to its workers
     logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
