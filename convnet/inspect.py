@@ -159,3 +159,26 @@ def filter_image(image: np.ndarray, kernel: np.ndarray, clip: bool = True) -> np
 def pool_image(image: np.ndarray, size: int = 2) -> np.ndarray:
   """A 2-D image max-pooled in size x size windows (the model's pooling)."""
   return np.asarray(ops.max_pool(jnp.asarray(image, jnp.float32)[None, :, :, None], size))[0, :, :, 0]
+
+
+def walkthrough_figure(pool: int = 2):
+  """The course's convolution sidebar in one figure: the photo, then each classic filter's output and
+  its ``pool`` x ``pool`` max-pooled version, every panel titled with its shape."""
+  image = photo()
+  figure = plots.figure(2.4 * (1 + 2 * len(CLASSIC_FILTERS)) / 2, 5.0, dpi=90)
+  axes = figure.subplots(2, 1 + len(CLASSIC_FILTERS), squeeze=False)
+  axes[0, 0].imshow(image, cmap="gray", vmin=0, vmax=255)
+  axes[0, 0].set_title(f"photo\n{image.shape[0]}x{image.shape[1]}", fontsize=8)
+  axes[1, 0].axis("off")
+  for col, (name, kernel) in enumerate(CLASSIC_FILTERS.items(), start=1):
+    filtered = filter_image(image, kernel)
+    pooled = pool_image(filtered, pool)
+    axes[0, col].imshow(filtered, cmap="gray", vmin=0, vmax=255)
+    axes[0, col].set_title(f"{name}\n{filtered.shape[0]}x{filtered.shape[1]}", fontsize=8)
+    axes[1, col].imshow(pooled, cmap="gray", vmin=0, vmax=255)
+    axes[1, col].set_title(f"{pool}x{pool} max pool\n{pooled.shape[0]}x{pooled.shape[1]}", fontsize=8)
+  for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  figure.tight_layout()
+  return figure

@@ -248,12 +248,24 @@ class RunLog:
       write_json(self.workdir / SUMMARY_FILE, summary)
 
   def progress_bar(self, total: int, description: str):
-    """A tqdm bar on a terminal; a no-op bar when stderr is not a terminal or progress is off."""
-    from tqdm.auto import tqdm
+    """A tqdm bar on a terminal or in a Jupyter notebook; a no-op bar elsewhere (a log file) or when
+    progress is off. In a notebook it is tqdm's text bar (no widget library needed)."""
+    from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit="step", leave=True, disable=None if self._progress else True)
+    disable = None if self._progress else True  # None: tqdm shows it on a terminal only
+    if self._progress and _in_jupyter():
+      disable = False
+    return tqdm(total=total, desc=description, unit="step", leave=True, disable=disable)
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
       self._writer = None
+
+
+def _in_jupyter() -> bool:
+  """Whether this runs in a Jupyter kernel (whose stderr is not a terminal but shows a bar)."""
+  import sys
+
+  shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
+  return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

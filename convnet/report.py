@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from convnet import analysis, locks, logs, plots, provenance
+from convnet import analysis, hparams, locks, logs, plots, provenance
 from convnet.errors import ConfigError, DataError
 
 log = logging.getLogger("convnet")
@@ -43,6 +43,25 @@ class Report:
   rows: list[analysis.ConfigResult]
   sweet_spot: analysis.ConfigResult | None
   files: list[Path]
+
+  def pareto_figure(self):
+    """Test accuracy against seconds per epoch, the Pareto front and the sweet spot (a matplotlib Figure)."""
+    return plots.pareto(self.rows, analysis.pareto_front(self.rows), self.sweet_spot, _machine(self.results))
+
+
+def read(workdir: str | Path) -> Report:
+  """A sweep directory's report, computed from its files and writing nothing (for notebooks)::
+
+  sweep = report.read("experiments/fashion_mnist_sweet_spot/default_grid")
+  sweep.sweet_spot.name, sweep.pareto_figure()
+  """
+  workdir = Path(workdir)
+  config = logs.read_json(workdir / logs.CONFIG_FILE)
+  if config is None:
+    raise DataError(f"{workdir / logs.CONFIG_FILE}: not found; {workdir} is not a sweep directory")
+  results = read_results(workdir)
+  rows = analysis.aggregate(results)
+  return Report(markdown(config, results), list(results), rows, analysis.chosen_sweet_spot(rows, config)[0], [])
 
 
 def read_results(workdir: str | Path) -> list[dict[str, Any]]:
@@ -194,6 +213,8 @@ def write_report(
     except (DataError, ConfigError):
       pass  # the data is gone; the report still stands without the pixel count
   write_csv(workdir / CSV_FILE, results)
+  if config.get("tensorboard", True):
+    hparams.write(workdir, results)  # TensorBoard's HParams dashboard: a session per trial
   text = markdown(config, results, pixels)
   logs.atomic_write_text(workdir / REPORT_FILE, text)
   rows = analysis.aggregate(results)

@@ -286,7 +286,8 @@ def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) 
         raise StorageError(f"trial {name}: {outcome['error']}; free some space and re-run the same command to resume")
       if cause == "unshared":
         raise ConfigError(outcome["error"])
-      where = {"node": outcome["node"], "concurrent_trials": outcome["concurrent_trials"], "executor": executor}
+      where = {key: outcome[key] for key in ("node", "concurrent_trials", "started", "ended")}
+      where["executor"] = executor
       if outcome["status"] == "failed" and "summary" not in outcome:
         log.warning("trial %s failed: %s", name, outcome["error"])
         done[name] = _record(workdir, trial, "failed", error=outcome["error"], cause=cause, **where)
