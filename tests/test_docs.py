@@ -36,6 +36,21 @@ SMALL_RUN = [
 ]
 
 
+def shell_commands(line: str) -> list[list[str]]:
+  """The simple commands of a shell line (split at ;, &&, || and &, quotes respected), as words."""
+  lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+  lexer.whitespace_split = True
+  lexer.commenters = ""
+  commands, words = [], []
+  for token in lexer:
+    if token in (";", "&&", "||", "&", "|"):
+      commands.append(words)
+      words = []
+    else:
+      words.append(token)
+  return [w for w in [*commands, words] if w]
+
+
 def documented_commands() -> list[tuple[str, list[str], dict[str, str]]]:
   """(where, argv, environment) for every `[VAR=value ...] python -m convnet.X ...` in a code block or
   inline code span of the docs."""
@@ -46,8 +61,8 @@ def documented_commands() -> list[tuple[str, list[str], dict[str, str]]]:
     spans = re.findall(r"(?<!`)`([^`\n]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
     lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()] + spans
     for line in lines:
-      for part in re.split(r"&&|;", re.split(r"\s#\s", line)[0]):
-        words = shlex.split(part)
+      for words in shell_commands(re.split(r"\s#\s", line)[0]):
+        part = shlex.join(words)
         env = {}
         if words[:1] == ["time"]:  # the shell's timer, around a documented command
           words.pop(0)

@@ -21,6 +21,7 @@ import time
 
 from conftest import REPO, sweep_config
 import pytest
+from test_hparams import read_back
 
 from convnet import ensemble, executors, logs, sweep
 from convnet.errors import ConfigError
@@ -97,7 +98,7 @@ sys.path[:0] = [{repo!r}, {tests!r}]
 from conftest import sweep_config
 
 def get_config():
-  return sweep_config({data!r}, num_epochs={epochs}, **{{"sweep.seeds": (0, 1)}})
+  return sweep_config({data!r}, num_epochs={epochs}, tensorboard=True, **{{"sweep.seeds": (0, 1)}})
 """
 
 
@@ -289,6 +290,8 @@ def test_a_ray_start_cluster_runs_the_sweep_and_a_killed_driver_resumes(idx_dir,
   for name in NAMES:
     assert [m["epoch"] for m in logs.read_jsonl(workdir / "trials" / name / "metrics.jsonl")] == [1, 2, 3, 4]
   assert max(trained.values()) >= 1  # the rerun resumed a trial that had epochs, without repeating them
+  _, sessions = read_back(workdir)  # TensorBoard's HParams: one session per trial, through the kill
+  assert sorted(sessions) == [f"trials/{name}" for name in NAMES]
 
   failed = subprocess.run(
     [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={tmp_path / 'other'}",
