@@ -289,6 +289,7 @@ def _resources(config: Mapping[str, Any], cluster: Mapping[str, float]) -> dict[
 def run_ray(tasks: Sequence[Task], config: Mapping[str, Any], sweep_dir: Path, deliver: Deliver) -> None:
   """Runs the tasks on Ray, as many at once as ``trial_resources`` allow; delivers each as it ends."""
   address = config.get("ray_address")
+  sweep_dir = Path(sweep_dir).resolve()  # workers start in directories of their own, on other nodes too
   started = connect(address)
   import ray
 

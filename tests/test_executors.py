@@ -151,9 +151,9 @@ def _config_file(tmp_path, idx_dir, epochs):
   return path
 
 
-def _sweep(env, config_path, workdir, *flags, wait=True):
+def _sweep(env, config_path, workdir, *flags, wait=True, cwd=REPO):
   command = [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={workdir}", *flags]
-  process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   if not wait:
     return process
   out, err = process.communicate(timeout=RAY_TIMEOUT)
@@ -275,7 +275,8 @@ def test_a_ray_start_cluster_runs_the_sweep_and_a_killed_driver_resumes(idx_dir,
   config_path = _config_file(tmp_path, idx_dir, epochs=4)
   workdir = tmp_path / "sweep"
 
-  process = _sweep(env, config_path, workdir, "--config.executor=ray", address, wait=False)
+  # A relative --workdir: the driver hands its workers the absolute path (they start elsewhere).
+  process = _sweep(env, config_path, "sweep", "--config.executor=ray", address, wait=False, cwd=tmp_path)
   _wait_for(lambda: any(len(logs.read_jsonl(d / "metrics.jsonl")) >= 1 for d in (workdir / "trials").glob("*")),
             process)  # fmt: skip
   process.send_signal(signal.SIGKILL)
@@ -283,7 +284,7 @@ def test_a_ray_start_cluster_runs_the_sweep_and_a_killed_driver_resumes(idx_dir,
   assert len(_results(workdir)) < 2  # killed mid-sweep
 
   trained = {d.name: len(logs.read_jsonl(d / "metrics.jsonl")) for d in (workdir / "trials").glob("*")}
-  out = _sweep(env, config_path, workdir, "--config.executor=ray", address)
+  out = _sweep(env, config_path, "sweep", "--config.executor=ray", address, cwd=tmp_path)
   assert "sweet spot:" in out and (workdir / "report.md").exists()
   lines = (workdir / "results.jsonl").read_text().splitlines()
   assert sorted(json.loads(line)["name"] for line in lines) == NAMES  # every trial exactly once
