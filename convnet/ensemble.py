@@ -214,26 +214,15 @@ def _train_together(configs, workdirs, run_logs, positions) -> dict[int, dict[st
         run_logs[i].write_summary(summaries[i])
         active.remove(i)
         continue
-      record = {
-        "epoch": epoch,
-        **{f"train_{k}": v for k, v in trained[i].items()},
-        **{f"test_{k}": v for k, v in tested[i].items()},
-        "epoch_seconds": epoch_seconds,
-        "examples_per_second": program.num_train / epoch_seconds,
-        "eval_seconds": eval_seconds,
-        "code": code["source"],
-      }
+      record = train.epoch_record(epoch, trained[i], tested[i], epoch_seconds, eval_seconds, program.num_train, code)
       run_logs[i].write_metrics(record)
       histories[i].append(record)
       if config["checkpoint"]:
         checkpoints.save(workdirs[i], epoch, states[i])
       summaries[i]["epoch"] = epoch
-      stop_at = config.get("stop_at")
-      if stop_at is not None and trained[i]["accuracy"] >= stop_at:
-        summaries[i]["stopped_early"] = True
-        summaries[i]["stop_reason"] = (
-          f"train accuracy {trained[i]['accuracy']:.4f} reached stop_at={stop_at} after epoch {epoch}"
-        )
+      reason = train.stop_reason(config, trained[i], epoch)
+      if reason is not None:
+        summaries[i].update(stopped_early=True, stop_reason=reason)
         active.remove(i)
     log.info("epoch %d, seeds %s: test accuracy %s | %.2f s", epoch, seeds,
              " ".join(f"{t['accuracy']:.4f}" for t in tested), epoch_seconds)  # fmt: skip

@@ -158,6 +158,27 @@ def run_facts(state, data: input_pipeline.Dataset, specs, mesh, code: Mapping[st
   }
 
 
+def epoch_record(epoch, train, test, epoch_seconds, eval_seconds, num_train, code) -> dict[str, Any]:
+  """An epoch's metrics.jsonl line: train and test metrics, timings, and the code that ran it."""
+  return {
+    "epoch": epoch,
+    **{f"train_{k}": v for k, v in train.items()},
+    **{f"test_{k}": v for k, v in test.items()},
+    "epoch_seconds": epoch_seconds,
+    "examples_per_second": num_train / epoch_seconds,
+    "eval_seconds": eval_seconds,
+    "code": code["source"],
+  }
+
+
+def stop_reason(config: Mapping[str, Any], train: Mapping[str, float], epoch: int) -> str | None:
+  """Why training stops after ``epoch`` (its train accuracy reached ``stop_at``), or None."""
+  stop_at = config.get("stop_at")
+  if stop_at is not None and train["accuracy"] >= stop_at:
+    return f"train accuracy {train['accuracy']:.4f} reached stop_at={stop_at} after epoch {epoch}"
+  return None
+
+
 def train_and_evaluate(
   config: ml_collections.ConfigDict | Mapping[str, Any], workdir: str, *, lock: bool = True, lock_wait: float = 0.0
 ) -> dict[str, Any]:
@@ -228,15 +249,9 @@ def _train_and_evaluate(config: dict[str, Any], workdir: str, run_log: logs.RunL
       check_loss(train["loss"], epoch, data.num_classes, config)
       eval_start = time.perf_counter()
       test = program.evaluate(state)
-      record = {
-        "epoch": epoch,
-        **{f"train_{k}": v for k, v in train.items()},
-        **{f"test_{k}": v for k, v in test.items()},
-        "epoch_seconds": epoch_seconds,
-        "examples_per_second": program.num_train / epoch_seconds,
-        "eval_seconds": time.perf_counter() - eval_start,
-        "code": code["source"],
-      }
+      record = epoch_record(
+        epoch, train, test, epoch_seconds, time.perf_counter() - eval_start, program.num_train, code
+      )
       run_log.write_metrics(record)
       history.append(record)
       if config["checkpoint"]:
@@ -246,11 +261,10 @@ def _train_and_evaluate(config: dict[str, Any], workdir: str, run_log: logs.RunL
                    epoch, train["loss"], train["accuracy"], test["loss"], test["accuracy"],
                    epoch_seconds, record["examples_per_second"])  # fmt: skip
       summary["epoch"] = epoch
-      stop_at = config.get("stop_at")
-      if stop_at is not None and train["accuracy"] >= stop_at:
-        summary["stopped_early"] = True
-        summary["stop_reason"] = f"train accuracy {train['accuracy']:.4f} reached stop_at={stop_at} after epoch {epoch}"
-        log.info("Stopping: %s", summary["stop_reason"])
+      reason = stop_reason(config, train, epoch)
+      if reason is not None:
+        summary.update(stopped_early=True, stop_reason=reason)
+        log.info("Stopping: %s", reason)
         break
   except TrainingError as e:
     run_log.write_summary(

@@ -23,7 +23,7 @@ from conftest import REPO, sweep_config
 import pytest
 from test_hparams import read_back
 
-from convnet import ensemble, executors, logs, sweep
+from convnet import ensemble, executors, logs, ray_executor, sweep
 from convnet.errors import ConfigError
 
 RAY_TIMEOUT = 420
@@ -211,7 +211,7 @@ def test_on_a_local_ray_a_killed_worker_is_retried_and_results_equal_the_local_e
 
 LOOPBACK_SCRIPT = """
 import json
-from convnet import executors
+from convnet import ray_executor
 
 def listening():
   found = set()
@@ -223,7 +223,7 @@ def listening():
   return found
 
 before = listening()
-executors.connect(None)
+ray_executor.connect(None)
 import ray
 from ray._raylet import AuthenticationMode, get_authentication_mode
 print(json.dumps({"node": ray.util.get_node_ip_address(), "token": get_authentication_mode() == AuthenticationMode.TOKEN,
@@ -315,7 +315,7 @@ def test_a_missing_ray_is_one_line(idx_dir, tmp_path, monkeypatch):
   with pytest.raises(
     ConfigError, match=r"needs Ray, which is not installed; install it with: pip install 'convnet\[ray\]'"
   ):
-    executors.connect("auto")
+    ray_executor.connect("auto")
 
 
 def test_a_worker_that_does_not_see_the_drivers_workdir_stops_the_sweep_with_one_line(idx_dir, tmp_path, monkeypatch):
