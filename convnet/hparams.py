@@ -17,7 +17,6 @@ writes the same files again and nothing twice, whichever executor ran the trials
 from collections.abc import Mapping, Sequence
 import os
 from pathlib import Path
-import tempfile
 import time
 from typing import Any
 
@@ -119,22 +118,13 @@ def _write_events(path: Path, summaries: Sequence[Any], step: int) -> None:
   from tensorboardX.proto.event_pb2 import Event
   from tensorboardX.record_writer import RecordWriter
 
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hparams.", suffix=".tmp")
-  os.close(fd)
-  try:
+  with logs.atomic_replace(path) as tmp:
     writer = RecordWriter(tmp)
     now = time.time()
     writer.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
     for summary in summaries:
       writer.write(Event(wall_time=now, step=step, summary=summary).SerializeToString())
-    writer.flush()  # and fsync
     writer.close()
-    os.chmod(tmp, 0o666 & ~logs._umask())
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
 
 
 def write(workdir: str | os.PathLike, results: Sequence[Mapping[str, Any]]) -> list[Path]:

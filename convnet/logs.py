@@ -11,7 +11,8 @@ and fsynced, a torn last line (no newline) is ignored when reading and cut off b
 append, and whole files are replaced with write-to-temp, fsync, rename.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+import contextlib
 import json
 import math
 import os
@@ -42,21 +43,29 @@ def json_safe(value: Any) -> Any:
   return value
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-  """Replaces ``path`` with ``text`` so that readers see the old or the new file, never a mix."""
+@contextlib.contextmanager
+def atomic_replace(path: str | os.PathLike) -> Iterator[str]:
+  """A temporary file beside ``path`` (the usual mode) for the ``with`` block to write; on success it is
+  fsynced and renamed over ``path``, so readers see the old or the new file, never a mix; on failure removed."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600); give it the usual mode
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
+    os.close(fd)
+    yield tmp
+    with open(tmp, "rb") as f:
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
     raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  """Replaces ``path`` with ``text`` so that readers see the old or the new file, never a mix."""
+  with atomic_replace(path) as tmp:
+    Path(tmp).write_text(text)
 
 
 def _umask() -> int:

@@ -6,6 +6,7 @@ runtime.configure_xla()  # the same XLA:CPU flags as the entry points, before ja
 
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
+import socket  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -85,3 +86,10 @@ def sweep_config(data_dir, **fields):
   with config.unlocked():
     config.update_from_flattened_dict(fields)
   return config
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on now."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from conftest import REPO, sweep_config
+from conftest import REPO, free_port, sweep_config
 import pytest
 from test_hparams import read_back
 
@@ -263,9 +263,7 @@ def test_the_local_executor_needs_no_ray(idx_dir, tmp_path):
 @needs_ray
 def test_a_ray_start_cluster_runs_the_sweep_and_a_killed_driver_resumes(idx_dir, tmp_path, ray_env):
   env, temp = ray_env
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+  port = free_port()
   ray_cli = str(Path(sys.executable).with_name("ray"))
   start = [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
            "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
@@ -296,18 +294,12 @@ def test_a_ray_start_cluster_runs_the_sweep_and_a_killed_driver_resumes(idx_dir,
 
   failed = subprocess.run(
     [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={tmp_path / 'other'}",
-     "--config.executor=ray", f"--config.ray_address=127.0.0.1:{_free_port()}"],
+     "--config.executor=ray", f"--config.ray_address=127.0.0.1:{free_port()}"],
     cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
   )  # fmt: skip
   assert failed.returncode == 1
   assert failed.stderr.strip().splitlines()[-1].startswith("error: ray_address='127.0.0.1:")
   assert "no Ray cluster answers there" in failed.stderr
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def test_a_missing_ray_is_one_line(idx_dir, tmp_path, monkeypatch):

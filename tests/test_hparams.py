@@ -3,13 +3,12 @@ its hparams plugin, served by a real `tensorboard` process."""
 
 import json
 from pathlib import Path
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-from conftest import sweep_config
+from conftest import free_port, sweep_config
 import pytest
 from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins.hparams import metadata
@@ -74,12 +73,6 @@ def test_a_rerun_and_the_report_write_nothing_twice(swept, idx_dir):
   assert read_back(swept) == before  # one session per trial, each value once
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> dict:
   request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                    headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})  # fmt: skip
@@ -88,7 +81,7 @@ def _post(url: str, body: dict) -> dict:
 
 
 def test_tensorboards_hparams_plugin_lists_a_session_group_per_trial(swept):
-  port = _free_port()
+  port = free_port()
   server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", f"--logdir={swept}", f"--port={port}",
                              "--host=127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
   try:
