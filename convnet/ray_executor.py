@@ -94,7 +94,7 @@ def _import_ray():
   return ray
 
 
-def connect(address: str | None, temp_dir: str | None = None) -> bool:
+def connect(address: str | None) -> bool:
   """Starts a local Ray (address None) or joins the cluster at ``address``; True if this process
   connected (and so disconnects at the end: ``ray.shutdown`` stops a local Ray, leaves a cluster running).
 
@@ -118,7 +118,7 @@ def connect(address: str | None, temp_dir: str | None = None) -> bool:
   # Ray fork-execs its processes at once; JAX's warning about fork() in a threaded process does not apply.
   warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
   if address is None:
-    ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, _temp_dir=temp_dir,
+    ray.init(address="local", include_dashboard=False, runtime_env=runtime_env,
              log_to_driver=True, logging_level=logging.WARNING)  # fmt: skip
     node_ip = ray.util.get_node_ip_address()
     if node_ip not in ("127.0.0.1", "::1", "localhost"):
