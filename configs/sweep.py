@@ -39,6 +39,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # those that failed on their own (a NaN or diverged loss, a bad value).
   config.retry_failed = False
 
+  # Pareto pruning (convnet/pruning.py): None trains every trial to num_epochs (the full grid);
+  # 'pareto' stops, after each rung of epochs, the configurations that a faster one matches in accuracy
+  # within prune_margin standard deviations over seeds (prune_one_seed_margin points with one seed).
+  config.prune = config_dict.placeholder(str)
+  config.prune_rungs = (1, 2)
+  config.prune_margin = 1.0
+  config.prune_one_seed_margin = 0.005
+
   # Where trials run (none of these changes a trial's name or result; see convnet/executors.py).
   config.executor = "local"  # 'local': here, one after another; 'ray': side by side on a Ray cluster
   config.ray_address = config_dict.placeholder(str)  # None: start a local Ray; 'auto' or 'host:port': join one

@@ -19,7 +19,7 @@ import socket
 import time
 from typing import Any
 
-from convnet import locks
+from convnet import locks, runtime
 from convnet.errors import ConfigError, ConvnetError, Interrupted, StorageError, TrainingError, storage_problem
 
 log = logging.getLogger("convnet")
@@ -97,10 +97,12 @@ def attempt(task: Task, sweep_dir: str, *, expect_holder: str | None = None, loc
     return [outcome(name, node, started, status="failed", error=message, cause="unshared") for name in task.names]
   directories = task.directories(sweep_dir)
   try:
-    if len(task.configs) == 1:
-      summaries = [train.train_and_evaluate(task.configs[0], directories[0], lock_wait=lock_wait)]
-    else:
-      summaries = ensemble.train_seeds(task.configs, directories, lock_wait=lock_wait)
+    # Compiled programs are kept per node: a machine cannot run another CPU's executables.
+    with runtime.compilation_cache(Path(sweep_dir) / runtime.COMPILATION_CACHE_DIR / node):
+      if len(task.configs) == 1:
+        summaries = [train.train_and_evaluate(task.configs[0], directories[0], lock_wait=lock_wait)]
+      else:
+        summaries = ensemble.train_seeds(task.configs, directories, lock_wait=lock_wait)
   except Interrupted:
     raise
   except Exception as e:  # noqa: BLE001 - a broken trial is an outcome, not the end of the sweep

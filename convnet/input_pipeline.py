@@ -138,12 +138,43 @@ def _check_labels(path: Path, labels: np.ndarray, count: int, images_path: Path)
   return labels.astype(np.int32)
 
 
+_LOADED: dict[tuple, Dataset] = {}  # the last dataset loaded in this process, by what it was read from
+
+
+def _cached(key: tuple, load) -> Dataset:
+  """``load()``'s dataset, kept (read-only) for the next call with the same key: a sweep's trials in one
+  process read the data once. One dataset is kept at a time."""
+  if key not in _LOADED:
+    dataset = load()
+    for array in (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels):
+      array.flags.writeable = False
+    _LOADED.clear()
+    _LOADED[key] = dataset
+  return _LOADED[key]
+
+
 def load_idx(directory: str | os.PathLike, class_names: tuple[str, ...] | None = None) -> Dataset:
-  """Loads train/test IDX files from ``directory``; checks counts, shapes and the label range."""
+  """Loads train/test IDX files from ``directory``; checks counts, shapes and the label range.
+
+  The arrays are read-only and kept for the next call in this process while the files are unchanged
+  (same paths, sizes and modification times).
+  """
   directory = Path(directory)
   if not directory.is_dir():
     raise DataError(f"{directory}: IDX directory not found; {GET_DATA_HELP}")
   paths = {key: _find_idx_file(directory, stem) for key, stem in IDX_FILES.items()}
+  files = []
+  for path in paths.values():
+    try:
+      stat = path.stat()
+    except OSError as e:
+      raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    files.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+  key = ("idx", tuple(files), class_names)
+  return _cached(key, lambda: _load_idx(directory, paths, class_names))
+
+
+def _load_idx(directory: Path, paths: dict[str, Path], class_names: tuple[str, ...] | None) -> Dataset:
   arrays = {}
   for split in ("train", "test"):
     images = _check_images(paths[f"{split}_images"], read_idx(paths[f"{split}_images"]))

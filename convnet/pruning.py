@@ -11,12 +11,23 @@ seed only. Such a configuration can neither be the sweet spot nor add to the Par
 seeds can tell apart, so training it further buys nothing for the sweep's question. Of the
 configurations that dominate it, the verdict names the one with the largest accuracy lead.
 
-The sweep's use of the rule (rungs of epochs, pruned trials recorded, resume) is issue 13's next step;
-this module is the rule alone, tested on hand-made results.
+How a sweep uses it (``config.prune='pareto'``, ``convnet.sweep``): every trial trains to the first
+rung (``config.prune_rungs``, epochs), the rule runs on each configuration's standing there (mean and
+std test accuracy over the seeds that reached it; s/epoch the mean over seeds of each trial's median
+epoch, compilation excluded), the dominated configurations' trials are recorded as ``pruned`` and go
+no further; the others train on to the next rung, and so on up to ``num_epochs``. Standings are read
+from the trials' own ``metrics.jsonl`` at the rung's epoch, so a resumed sweep decides exactly as the
+interrupted one did. With one seed the spread is unknown, so the margin is a fixed number of points.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import dataclasses
+import statistics
+from typing import Any
+
+from convnet.errors import ConfigError
+
+METHODS = ("pareto",)
 
 DEFAULT_MARGIN = 1.0  # standard deviations over seeds
 ONE_SEED_MARGIN = 0.005  # accuracy (0.5 points) when a configuration has one seed: its spread is unknown
@@ -74,3 +85,36 @@ def dominated(
     if verdicts:
       out[it.name] = max(verdicts, key=lambda v: (v.accuracy_lead, v.speedup))
   return out
+
+
+def rungs(config: Mapping[str, Any]) -> list[int]:
+  """The epochs at which ``config`` prunes before its last (empty without ``prune``); ConfigError if bad."""
+  method = config.get("prune")
+  if method is None:
+    return []
+  if method not in METHODS:
+    raise ConfigError(f"prune={method!r} is not allowed; use None (the full grid) or one of {METHODS}")
+  values = config.get("prune_rungs")
+  if (
+    not isinstance(values, (tuple, list))
+    or not values
+    or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values)
+  ):
+    raise ConfigError(f"prune_rungs={values!r}: give a tuple of epochs >= 1, e.g. '(1,2)'")
+  for field in ("prune_margin", "prune_one_seed_margin"):
+    value = config.get(field, 0.0)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+      raise ConfigError(f"{field}={value!r}: give a number >= 0")
+  return sorted({v for v in values if v < config["num_epochs"]})
+
+
+def standing(name: str, seeds: Sequence[tuple[float, float]]) -> Standing:
+  """A configuration's standing from its seeds' (test accuracy, median s/epoch) at a rung."""
+  accuracy = [a for a, _ in seeds]
+  return Standing(
+    name,
+    statistics.fmean(accuracy),
+    statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+    len(seeds),
+    statistics.fmean(s for _, s in seeds),
+  )

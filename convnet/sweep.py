@@ -25,12 +25,13 @@ import dataclasses
 import itertools
 import logging
 from pathlib import Path
+import statistics
 import time
 from typing import Any
 
 import ml_collections
 
-from convnet import configuration, executors, input_pipeline, locks, logs, models, provenance, report
+from convnet import analysis, configuration, executors, input_pipeline, locks, logs, models, provenance, pruning, report
 from convnet.errors import ConfigError, StorageError
 
 log = logging.getLogger("convnet")
@@ -39,7 +40,7 @@ TRIALS_DIR = executors.TRIALS_DIR
 # Not part of a trial's config (how and where trials run changes no result beyond float rounding).
 SWEEP_FIELDS = (
     "sweep", "sweep_zip", "report", "retry_failed", "executor", "ray_address", "trial_resources", "max_failures",
-    "seeds_together",
+    "seeds_together", "prune", "prune_rungs", "prune_margin", "prune_one_seed_margin",
 )  # fmt: skip
 # What may change between a sweep and its re-run: the sweep's own fields and what changes no result.
 # (Unlike a single run, num_epochs and stop_at may not: recorded trials would keep their old values.)
@@ -211,8 +212,11 @@ def check_same_sweep(previous: Mapping[str, Any] | None, config: ml_collections.
     configuration.check_same_run(previous, current, workdir, resumable=ignored)
 
 
-def _to_retry(record: Mapping[str, Any], retry_failed: bool) -> bool:
-  """Whether a recorded trial runs again: failed for a reason outside it, or on its own if asked to."""
+def _to_retry(record: Mapping[str, Any], retry_failed: bool, prune: bool = False) -> bool:
+  """Whether a recorded trial runs again: failed for a reason outside it, or on its own if asked to;
+  pruned, in a sweep without pruning (it trains on from its checkpoint to ``num_epochs``)."""
+  if record.get("status") == "pruned":
+    return not prune
   if record.get("status") != "failed":
     return False
   return record.get("cause") not in OWN_FAILURES or retry_failed
@@ -224,36 +228,69 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report
   trials = expand(config)
   configuration.check_config(base_config(config).to_dict())
   executors.check_config(config.to_dict())
+  pruning.rungs(config.to_dict())
   with locks.hold(workdir):
     check_same_sweep(logs.read_json(workdir / logs.CONFIG_FILE), config, workdir)
     logs.write_json(workdir / logs.CONFIG_FILE, {**config.to_dict(), logs.CODE_KEY: provenance.code_record()})
     return _run(config, workdir, trials)
 
 
-def _tasks(work: list[tuple[Trial, int, float]], together: bool) -> list[executors.Task]:
-  """One task per trial, or (``together``) one per configuration with all its seeds."""
+def _tasks(work: list[tuple[Trial, int, float]], together: bool, num_epochs: int | None = None) -> list[executors.Task]:
+  """One task per trial, or (``together``) one per configuration with all its seeds; ``num_epochs``
+  (a rung) replaces the trials' own."""
+
+  def config(trial: Trial) -> dict[str, Any]:
+    values = trial.config.to_dict()
+    return values if num_epochs is None else {**values, "num_epochs": num_epochs}
+
   if not together:
-    return [executors.Task((t.name,), (t.config.to_dict(),), flops) for t, _, flops in work]
+    return [executors.Task((t.name,), (config(t),), flops) for t, _, flops in work]
   groups: dict[str, list[tuple[Trial, int, float]]] = {}
   for item in work:
-    key = trial_name({k: v for k, v in item[0].overrides.items() if k != "seed"})
-    groups.setdefault(key, []).append(item)
+    groups.setdefault(analysis.config_name({"name": item[0].name}), []).append(item)
   return [
-    executors.Task(tuple(t.name for t, _, _ in g), tuple(t.config.to_dict() for t, _, _ in g), g[0][2])
-    for g in groups.values()
+    executors.Task(tuple(t.name for t, _, _ in g), tuple(config(t) for t, _, _ in g), g[0][2]) for g in groups.values()
   ]
+
+
+def _epochs(workdir: Path, name: str) -> list[dict[str, Any]]:
+  """A trial's metrics.jsonl lines (one per epoch trained)."""
+  return logs.read_jsonl(workdir / TRIALS_DIR / name / logs.METRICS_FILE)
+
+
+def _at_rung(workdir: Path, name: str, rung: int) -> dict[str, Any] | None:
+  """A trial's figures after epoch ``rung``: that epoch's metrics, and the median s/epoch through it."""
+  history = [m for m in _epochs(workdir, name) if m["epoch"] <= rung]
+  if not history or history[-1]["epoch"] != rung:
+    return None
+  seconds = statistics.median(m["epoch_seconds"] for m in history)
+  return {**history[-1], "epoch_seconds": seconds, "examples_per_second": history[-1]["examples_per_second"]}
+
+
+def _standings(workdir: Path, names: list[str], rung: int) -> list[pruning.Standing]:
+  """Each configuration's standing at ``rung``, over its trials (``names``) that reached it."""
+  seeds: dict[str, list[tuple[float, float]]] = {}
+  for name in names:
+    figures = _at_rung(workdir, name, rung)
+    if figures is not None:
+      seeds.setdefault(analysis.config_name({"name": name}), []).append(
+        (figures["test_accuracy"], figures["epoch_seconds"])
+      )
+  return [pruning.standing(config, values) for config, values in seeds.items()]
 
 
 def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) -> report.Report:
   image_shape, num_classes = input_pipeline.peek_shape(config.dataset)
   done = read_results(workdir)
   retry_failed = bool(config.get("retry_failed"))
+  rungs = pruning.rungs(config.to_dict())
+  prune = config.get("prune") is not None
 
   # Impossible shapes are recorded before anything trains.
   work = []
   for trial in trials:
     reason, specs = _shape_check(trial, image_shape, num_classes)
-    if trial.name in done and not _to_retry(done[trial.name], retry_failed):
+    if trial.name in done and not _to_retry(done[trial.name], retry_failed, prune):
       continue
     if reason:
       log.info("skipping %s: %s", trial.name, reason)
@@ -263,18 +300,26 @@ def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) 
       work.append((trial, flatten, sum(s.flops for s in specs)))
 
   by_name = {trial.name: (trial, flatten) for trial, flatten, _ in work}
-  tasks = _tasks(work, bool(config.get("seeds_together")))
+  together = bool(config.get("seeds_together"))
   executor = config.get("executor", "local")
   recorded: set[str] = set()
   start = time.perf_counter()
   timings: list[tuple[float, float]] = []
-  left = [task.flops for task in tasks for _ in task.names]
+  left: list[float] = []
   if work:
-    log.info("%d of %d trials to run (%s executor%s)", len(work), len(trials), executor,
-             ", seeds together" if len(tasks) < len(work) else "")  # fmt: skip
+    log.info("%d of %d trials to run (%s executor%s%s)", len(work), len(trials), executor,
+             ", seeds together" if together else "",
+             f", pruning at epochs {', '.join(map(str, rungs))}" if rungs else "")  # fmt: skip
 
-  def deliver(task: executors.Task, outcomes: list[dict[str, Any]]) -> None:
-    """The one writer of results.jsonl: a line per trial of a finished task, never twice in one run."""
+  def where(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    return {**{key: outcome[key] for key in ("node", "concurrent_trials", "started", "ended")}, "executor": executor}
+
+  def deliver(task: executors.Task, outcomes: list[dict[str, Any]], rung: int | None = None) -> None:
+    """The one writer of results.jsonl: a line per trial of a finished task, never twice in one run.
+
+    At a rung (``rung`` given) a trial that reached it gets no line yet; one that failed or stopped
+    early (``stop_at``) is finished and gets its line now.
+    """
     for outcome in outcomes:
       name = outcome["name"]
       if name in recorded or name not in by_name:
@@ -286,27 +331,73 @@ def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) 
         raise StorageError(f"trial {name}: {outcome['error']}; free some space and re-run the same command to resume")
       if cause == "unshared":
         raise ConfigError(outcome["error"])
-      where = {key: outcome[key] for key in ("node", "concurrent_trials", "started", "ended")}
-      where["executor"] = executor
+      summary = outcome.get("summary", {})
+      if rung is not None and outcome["status"] != "failed" and not summary.get("stopped_early"):
+        accuracy = _at_rung(workdir, name, rung)
+        log.info("rung %d: %s reached epoch %d: %s", rung, name, rung,
+                 f"{100 * accuracy['test_accuracy']:.2f}%" if accuracy else "no metrics")  # fmt: skip
+        continue
       if outcome["status"] == "failed" and "summary" not in outcome:
         log.warning("trial %s failed: %s", name, outcome["error"])
-        done[name] = _record(workdir, trial, "failed", error=outcome["error"], cause=cause, **where)
+        done[name] = _record(workdir, trial, "failed", error=outcome["error"], cause=cause, **where(outcome))
       else:
-        summary = outcome["summary"]
         fields = {k: summary[k] for k in RESULT_FIELDS if k in summary}
-        done[name] = _record(workdir, trial, summary["status"], flatten_size=flatten, **fields, **where)
+        done[name] = _record(workdir, trial, summary["status"], flatten_size=flatten, **fields, **where(outcome))
       recorded.add(name)
-      timings.append((task.flops, outcome["ended"] - outcome["started"]))
-      left.remove(task.flops)
+      if left:
+        timings.append((task.flops, outcome["ended"] - outcome["started"]))
+        left.remove(task.flops)
       elapsed = time.perf_counter() - start
-      eta = estimate_seconds(timings, left) if executor == "local" else None  # trials one after another
+      eta = estimate_seconds(timings, left) if executor == "local" and not rungs else None  # one after another
       eta_text = f", ETA {_hms(eta)}" if eta is not None and left else ""
       accuracy = done[name].get("test_accuracy")
       result = f"{100 * accuracy:.2f}%" if accuracy is not None else done[name]["status"]
       log.info("trial %d/%d done: %s: %s (%d left; elapsed %s%s)", trials.index(trial) + 1, len(trials), name,
                result, len(left), _hms(elapsed), eta_text)  # fmt: skip
 
-  executors.run(tasks, config.to_dict(), workdir, deliver)
+  # The configurations' standings at a rung come from every trial that can reach it: those to run and
+  # those already recorded as completed or pruned (a resumed sweep decides as the interrupted one did).
+  names = [t.name for t in trials if t.name in by_name or done.get(t.name, {}).get("status") in ("completed", "pruned")]
+  for rung in rungs:
+    behind = [item for item in work if not any(m["epoch"] >= rung for m in _epochs(workdir, item[0].name))]
+    if behind:
+      log.info("rung %d: %d trial(s) train to epoch %d", rung, len(behind), rung)
+      executors.run(_tasks(behind, together, rung), config.to_dict(), workdir, lambda t, o, r=rung: deliver(t, o, r))
+    work = [item for item in work if item[0].name not in recorded]
+    names = [n for n in names if not (n in recorded and done[n]["status"] == "failed")]
+    verdicts = pruning.dominated(
+      _standings(workdir, names, rung), config.get("prune_margin", 1.0), config.get("prune_one_seed_margin", 0.005)
+    )
+    for item in [item for item in work if analysis.config_name({"name": item[0].name}) in verdicts]:
+      trial, flatten = by_name[item[0].name]
+      verdict = verdicts[analysis.config_name({"name": trial.name})]
+      done[trial.name] = _record(workdir, trial, "pruned", **_pruned_fields(workdir, trial.name, rung, verdict),
+                                 flatten_size=flatten, executor=executor)  # fmt: skip
+      recorded.add(trial.name)
+      log.info("pruned at epoch %d: %s (%s)", rung, trial.name, verdict.text())
+    work = [item for item in work if item[0].name not in recorded]
+
+  left.extend(flops for _, _, flops in work)
+  executors.run(_tasks(work, together), config.to_dict(), workdir, deliver)
   log.info("sweep done: %d trials in %s", len(trials), _hms(time.perf_counter() - start))
   results = [done[t.name] for t in trials if t.name in done]
   return report.write_report(workdir, config.to_dict(), results)
+
+
+def _pruned_fields(workdir: Path, name: str, rung: int, verdict: pruning.Verdict) -> dict[str, Any]:
+  """A pruned trial's result fields: its summary's facts, its metrics at the rung, and the verdict."""
+  summary = logs.read_json(workdir / TRIALS_DIR / name / logs.SUMMARY_FILE) or {}
+  figures = _at_rung(workdir, name, rung) or {}
+  metrics = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch_seconds", "examples_per_second")
+  return {
+    **{k: summary[k] for k in RESULT_FIELDS if k in summary},
+    **{k: figures[k] for k in metrics if k in figures},
+    "epoch": rung,
+    "stopped_early": False,
+    "pruned_at": rung,
+    "pruned_by": verdict.by,
+    "accuracy_lead": verdict.accuracy_lead,
+    "prune_margin": verdict.margin,
+    "speedup": verdict.speedup,
+    "error": verdict.text(),
+  }
