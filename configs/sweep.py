@@ -3,6 +3,8 @@
     python -m convnet.main --config=configs/sweep.py --workdir=runs/sweep          # 8 configs x 3 seeds
     python -m convnet.main --config=configs/sweep.py:smoke --workdir=/tmp/s         # seconds: 2x2 grid
     python -m convnet.main --config=configs/sweep.py:depth --workdir=runs/depth     # 1, 2, 3 conv blocks
+    python -m convnet.main --config=configs/sweep.py --workdir=runs/pruned --config.prune=pareto  # Pareto pruning
+    python -m convnet.main --config=configs/sweep.py:wide --workdir=runs/wide       # per-layer filters, pruned
     python -m convnet.main --config=configs/sweep.py --workdir=runs/sweep --config.sweep.seeds='(0,1,2,3,4)'
     python -m convnet.report --workdir=runs/sweep                                   # re-make the report
     python -m convnet.main --config=configs/sweep.py --workdir=runs/sweep --config.executor=ray  # on Ray
@@ -46,6 +48,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.prune_rungs = (1, 2)
   config.prune_margin = 1.0
   config.prune_one_seed_margin = 0.005
+  config.prune_keep_leaders = True  # never stop one within the margin of the rung's most accurate
 
   # Where trials run (none of these changes a trial's name or result; see convnet/executors.py).
   config.executor = "local"  # 'local': here, one after another; 'ray': side by side on a Ray cluster
@@ -65,6 +68,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   elif variant == "depth":  # the course's exercise: remove or add a conv layer (64 filters each)
     config.sweep.features = ((64,), (64, 64), (64, 64, 64))
     config.sweep.kernel_size = (3,)
+  elif variant == "wide":  # each conv layer's filters on its own (16..128 x 16..128) x kernel 3, 5: 96 trials
+    counts = (16, 32, 64, 128)
+    config.sweep.features = tuple((first, second) for first in counts for second in counts)
+    config.prune = "pareto"  # the full grid is 480 trial-epochs; --config.prune=None trains them all
   elif variant:
-    raise ConfigError(f"configs/sweep.py has no variant {variant!r}; use configs/sweep.py, :smoke or :depth")
+    raise ConfigError(f"configs/sweep.py has no variant {variant!r}; use configs/sweep.py, :smoke, :depth or :wide")
   return config

@@ -49,11 +49,12 @@ def config_name(record: Mapping[str, Any]) -> str:
   return ",".join(part for part in record["name"].split(",") if not part.startswith("seed=")) or "base"
 
 
-def aggregate(results: Sequence[Mapping[str, Any]]) -> list[ConfigResult]:
-  """Mean ± std over seeds of each configuration's completed trials, in first-seen order."""
+def aggregate(results: Sequence[Mapping[str, Any]], status: str = "completed") -> list[ConfigResult]:
+  """Mean ± std over seeds of each configuration's completed trials (or those of another ``status``,
+  e.g. ``'pruned'``: their figures at the epoch they stopped), in first-seen order."""
   groups: dict[str, list[Mapping[str, Any]]] = {}
   for r in results:
-    if r.get("status") == "completed":
+    if r.get("status") == status:
       groups.setdefault(config_name(r), []).append(r)
   rows = []
   for name, trials in groups.items():
@@ -132,3 +133,34 @@ def chosen_sweet_spot(rows: Sequence[ConfigResult], config: Mapping[str, Any]) -
     return sweet_spot(rows, settings.get("rule", "within_std"), settings.get("tolerance", 0.005))
   except DataError as e:
     return None, str(e)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruned:
+  """A configuration that Pareto pruning stopped: where, why, and its figures there (over its seeds)."""
+
+  row: ConfigResult  # accuracy and s/epoch at the epoch it stopped
+  epoch: int
+  by: str
+  accuracy_lead: float  # by's mean accuracy minus this one's, at that epoch
+  margin: float
+  speedup: float  # this one's s/epoch over by's
+
+
+def pruned(results: Sequence[Mapping[str, Any]]) -> list[Pruned]:
+  """The pruned configurations of a sweep's results, in the order they were stopped."""
+  first = {}
+  for r in results:
+    if r.get("status") == "pruned":
+      first.setdefault(config_name(r), r)
+  rows = {row.name: row for row in aggregate(results, "pruned")}
+  return [
+    Pruned(rows[name], int(r["pruned_at"]), r["pruned_by"], r["accuracy_lead"], r["prune_margin"], r["speedup"])
+    for name, r in first.items()
+  ]
+
+
+def trial_epochs(results: Sequence[Mapping[str, Any]], num_epochs: int) -> tuple[int, int]:
+  """(epochs trained, epochs the full grid trains) over the trials that trained (completed or pruned)."""
+  trained = [r for r in results if r.get("status") in ("completed", "pruned")]
+  return sum(int(r.get("epoch", 0)) for r in trained), num_epochs * len(trained)

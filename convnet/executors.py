@@ -145,4 +145,6 @@ RUNNERS = {"local": run_local, "ray": run_ray}
 
 def run(tasks: Sequence[Task], config: Mapping[str, Any], sweep_dir: Path, deliver: Deliver) -> None:
   """Runs ``tasks`` with ``config.executor``; ``deliver(task, outcomes)`` is called in this process."""
+  if not tasks:  # nothing to run: no Ray to start
+    return
   RUNNERS[config.get("executor", "local")](tasks, config, sweep_dir, deliver)

@@ -26,13 +26,21 @@ def short_label(name: str) -> str:
   return name.replace("features=", "").replace(",kernel_size=", " k").replace("kernel_size=", "k")
 
 
-def pareto(rows: Sequence[Any], front: Sequence[Any], spot: Any | None, machine: str):
+def pareto(rows: Sequence[Any], front: Sequence[Any], spot: Any | None, machine: str, pruned: Sequence[Any] = ()):
   """Test accuracy against seconds per epoch, one point per configuration (± std over seeds).
 
-  ``rows``, ``front`` (fastest first) and ``spot`` are ``analysis.ConfigResult``s.
+  ``rows``, ``front`` (fastest first) and ``spot`` are ``analysis.ConfigResult``s; ``pruned``
+  (``analysis.Pruned``) are drawn greyed at the epoch they stopped, labelled with it.
   """
   fig = figure()
   ax = fig.add_subplot()
+  for i, p in enumerate(pruned):
+    r = p.row
+    ax.errorbar(r.seconds_mean, 100 * r.accuracy_mean, xerr=r.seconds_std, yerr=100 * r.accuracy_std, fmt="o",
+                color="0.75", mfc="none", capsize=2,
+                label="pruned (accuracy at the epoch it stopped)" if i == 0 else None)  # fmt: skip
+    ax.annotate(f"{short_label(r.name)} (ep {p.epoch})", (r.seconds_mean, 100 * r.accuracy_mean),
+                textcoords="offset points", xytext=(5, -9), fontsize=6, color="0.55")  # fmt: skip
   for r in rows:
     ax.errorbar(r.seconds_mean, 100 * r.accuracy_mean, xerr=r.seconds_std, yerr=100 * r.accuracy_std, fmt="o",
                 color="tab:red" if r in front else "tab:blue", capsize=3)  # fmt: skip

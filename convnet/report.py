@@ -17,9 +17,10 @@ import json
 import logging
 import math
 from pathlib import Path
+import statistics
 from typing import Any
 
-from convnet import analysis, hparams, locks, logs, plots, provenance
+from convnet import analysis, hparams, locks, logs, plots, provenance, pruning
 from convnet.errors import ConfigError, DataError
 
 log = logging.getLogger("convnet")
@@ -30,7 +31,7 @@ PLOT_FILES = ("pareto.png", "learning_curves.png")
 CSV_FIELDS = (
     "name", "status", "seed", "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch",
     "epoch_seconds", "examples_per_second", "compile_seconds", "num_params", "flops_per_example", "flatten_size",
-    "backend", "device", "machine", "code", "error",
+    "backend", "device", "machine", "code", "pruned_at", "pruned_by", "error",
 )  # fmt: skip
 
 
@@ -46,7 +47,13 @@ class Report:
 
   def pareto_figure(self):
     """Test accuracy against seconds per epoch, the Pareto front and the sweet spot (a matplotlib Figure)."""
-    return plots.pareto(self.rows, analysis.pareto_front(self.rows), self.sweet_spot, _machine(self.results))
+    return plots.pareto(
+      self.rows,
+      analysis.pareto_front(self.rows),
+      self.sweet_spot,
+      _machine(self.results),
+      analysis.pruned(self.results),
+    )
 
 
 def read(workdir: str | Path) -> Report:
@@ -61,7 +68,8 @@ def read(workdir: str | Path) -> Report:
     raise DataError(f"{workdir / logs.CONFIG_FILE}: not found; {workdir} is not a sweep directory")
   results = read_results(workdir)
   rows = analysis.aggregate(results)
-  return Report(markdown(config, results), list(results), rows, analysis.chosen_sweet_spot(rows, config)[0], [])
+  text = markdown(config, results, fixed=fixed_costs(workdir, results))
+  return Report(text, list(results), rows, analysis.chosen_sweet_spot(rows, config)[0], [])
 
 
 def read_results(workdir: str | Path) -> list[dict[str, Any]]:
@@ -131,8 +139,25 @@ def _contention(results: Sequence[Mapping[str, Any]]) -> list[str]:
   return out
 
 
-def markdown(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], input_pixels: int | None = None) -> str:
-  """report.md's text."""
+def fixed_costs(workdir: str | Path, results: Sequence[Mapping[str, Any]]) -> list[float]:
+  """Seconds each trial spent outside its epochs (data, model, compilation, evaluation, checkpoints):
+  ``total_seconds - train_seconds`` from its summary.json, for the trials trained in one go (a resumed
+  one's ``train_seconds`` counts epochs of its earlier entries)."""
+  out = []
+  for r in results:
+    summary = logs.read_json(Path(workdir) / "trials" / r["name"] / logs.SUMMARY_FILE) if r.get("epoch") else None
+    if summary and not summary.get("resumed_from") and {"total_seconds", "train_seconds"} <= set(summary):
+      out.append(summary["total_seconds"] - summary["train_seconds"])
+  return out
+
+
+def markdown(
+  config: Mapping[str, Any],
+  results: Sequence[Mapping[str, Any]],
+  input_pixels: int | None = None,
+  fixed: Sequence[float] = (),
+) -> str:
+  """report.md's text (``fixed``: :func:`fixed_costs`)."""
   rows = analysis.aggregate(results)
   front = {r.name for r in analysis.pareto_front(rows)}
   rule = config.get("report", {}).get("rule", "within_std")
@@ -149,6 +174,12 @@ def markdown(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], in
     + ("; ".join(provenance.distinct(results, lambda r: provenance.code_label(r.get("code")))) or "none")
     + ".",
   ]
+  if fixed:
+    lines.append(
+      f"Time per trial outside its epochs (data, model, compilation, evaluation, checkpoints; summary.json's "
+      f"total - train seconds of the {len(fixed)} trial(s) trained in one go): median {statistics.median(fixed):.2f} s "
+      f"({min(fixed):.2f}-{max(fixed):.2f})."
+    )
   for warning in provenance.differences(results) + _contention(results):
     lines += ["", f"**Warning:** {warning}; compare timings only among trials that share them."]
   if rows:
@@ -180,7 +211,8 @@ def markdown(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], in
       lines.append(f"Flattened = the feature vector entering the dense layers (input: {input_pixels:,} pixels).")
   else:
     lines += ["", "No completed trials yet."]
-  others = [r for r in results if r.get("status") != "completed"]
+  lines += _pruning(config, results)
+  others = [r for r in results if r.get("status") not in ("completed", "pruned")]
   if others:
     lines += ["", "## Trials not completed", "", "| trial | status | reason |", "|---|---|---|"]
     lines += [f"| {r['name']} | {r['status']} | {str(r.get('error', '')).replace('|', '/')} |" for r in others]
@@ -188,12 +220,58 @@ def markdown(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], in
   return "\n".join(lines) + "\n"
 
 
+def _pruning(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> list[str]:
+  """report.md's pruning section: the rule, what it stopped where and why, the trial-epochs saved."""
+  stopped = analysis.pruned(results)
+  if pruning.method(config) is None and not stopped:
+    return []
+  spent, full = analysis.trial_epochs(results, config.get("num_epochs", 0))
+  rungs = ", ".join(map(str, config.get("prune_rungs", ()))) or "none"
+  lines = [
+    "",
+    "## Pruning",
+    "",
+    f"Rule (`prune={config.get('prune')}`, rungs at epochs {rungs}): after each rung, a configuration stops when a "
+    "faster one (s/epoch) is at least as accurate there within the seeds' noise: mean test accuracy >= its own "
+    f"mean - {config.get('prune_margin', 1.0):g} x the larger of the two standard deviations over seeds "
+    f"(`prune_margin`; with one seed, {100 * config.get('prune_one_seed_margin', 0.005):.2f} points, "
+    "`prune_one_seed_margin`)"
+    + (
+      "; a configuration within that margin of the rung's most accurate one is kept (`prune_keep_leaders`): it "
+      "may still become the most accurate, which sets the sweet spot's bar"
+      if config.get("prune_keep_leaders", True)
+      else "; leaders are not kept (`prune_keep_leaders=False`)"
+    )
+    + ". The sweet spot and the Pareto front above are chosen among the configurations that trained to the last "
+    "epoch only.",
+    "",
+    f"Trial-epochs trained: {spent:,} of the full grid's {full:,} ({100 * spent / full:.0f}%; saved {full - spent:,})."
+    if full
+    else "No trial has trained yet.",
+  ]
+  if stopped:
+    lines += [
+      "",
+      "| configuration | stopped after epoch | seeds | test accuracy % there | s/epoch | dominated by | its lead (points) | margin (points) | speedup |",
+      "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in stopped:
+      lines.append(
+        f"| {p.row.name} | {p.epoch} | {len(p.row.seeds)} | {analysis.accuracy_text(p.row).replace('%', '')} | "
+        f"{p.row.seconds_mean:.2f} | {p.by} | {100 * p.accuracy_lead:+.2f} | {100 * p.margin:.2f} | {p.speedup:.2f}x |"
+      )
+  else:
+    lines += ["", "No configuration was stopped."]
+  return lines
+
+
 def _learning_curves(workdir: Path, results: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, list[float]]]:
   curves: dict[str, dict[int, list[float]]] = {}
   for r in results:
-    if r.get("status") == "completed":
+    if r.get("status") in ("completed", "pruned"):  # a pruned one's curve ends where it stopped
       for m in logs.read_jsonl(workdir / "trials" / r["name"] / logs.METRICS_FILE):
-        curves.setdefault(analysis.config_name(r), {}).setdefault(m["epoch"], []).append(m["test_accuracy"])
+        if m["epoch"] <= r.get("epoch", m["epoch"]):
+          curves.setdefault(analysis.config_name(r), {}).setdefault(m["epoch"], []).append(m["test_accuracy"])
   return curves
 
 
@@ -215,14 +293,14 @@ def write_report(
   write_csv(workdir / CSV_FILE, results)
   if config.get("tensorboard", True):
     hparams.write(workdir, results)  # TensorBoard's HParams dashboard: a session per trial
-  text = markdown(config, results, pixels)
+  text = markdown(config, results, pixels, fixed_costs(workdir, results))
   logs.atomic_write_text(workdir / REPORT_FILE, text)
   rows = analysis.aggregate(results)
   spot = analysis.chosen_sweet_spot(rows, config)[0]
   curves = _learning_curves(workdir, results)
   figures = {
     "pareto.png": (len(rows) > 1)
-    and (lambda: plots.pareto(rows, analysis.pareto_front(rows), spot, _machine(results))),
+    and (lambda: plots.pareto(rows, analysis.pareto_front(rows), spot, _machine(results), analysis.pruned(results))),
     "learning_curves.png": any(len(c) > 1 for c in curves.values()) and (lambda: plots.learning_curves(curves)),
   }
   files = [workdir / REPORT_FILE, workdir / CSV_FILE]

@@ -40,7 +40,7 @@ TRIALS_DIR = executors.TRIALS_DIR
 # Not part of a trial's config (how and where trials run changes no result beyond float rounding).
 SWEEP_FIELDS = (
     "sweep", "sweep_zip", "report", "retry_failed", "executor", "ray_address", "trial_resources", "max_failures",
-    "seeds_together", "prune", "prune_rungs", "prune_margin", "prune_one_seed_margin",
+    "seeds_together", "prune", "prune_rungs", "prune_margin", "prune_one_seed_margin", "prune_keep_leaders",
 )  # fmt: skip
 # What may change between a sweep and its re-run: the sweep's own fields and what changes no result.
 # (Unlike a single run, num_epochs and stop_at may not: recorded trials would keep their old values.)
@@ -253,25 +253,25 @@ def _tasks(work: list[tuple[Trial, int, float]], together: bool, num_epochs: int
   ]
 
 
-def _epochs(workdir: Path, name: str) -> list[dict[str, Any]]:
+def epochs(workdir: Path, name: str) -> list[dict[str, Any]]:
   """A trial's metrics.jsonl lines (one per epoch trained)."""
   return logs.read_jsonl(workdir / TRIALS_DIR / name / logs.METRICS_FILE)
 
 
-def _at_rung(workdir: Path, name: str, rung: int) -> dict[str, Any] | None:
+def at_rung(workdir: Path, name: str, rung: int) -> dict[str, Any] | None:
   """A trial's figures after epoch ``rung``: that epoch's metrics, and the median s/epoch through it."""
-  history = [m for m in _epochs(workdir, name) if m["epoch"] <= rung]
+  history = [m for m in epochs(workdir, name) if m["epoch"] <= rung]
   if not history or history[-1]["epoch"] != rung:
     return None
   seconds = statistics.median(m["epoch_seconds"] for m in history)
   return {**history[-1], "epoch_seconds": seconds, "examples_per_second": history[-1]["examples_per_second"]}
 
 
-def _standings(workdir: Path, names: list[str], rung: int) -> list[pruning.Standing]:
+def standings(workdir: Path, names: list[str], rung: int) -> list[pruning.Standing]:
   """Each configuration's standing at ``rung``, over its trials (``names``) that reached it."""
   seeds: dict[str, list[tuple[float, float]]] = {}
   for name in names:
-    figures = _at_rung(workdir, name, rung)
+    figures = at_rung(workdir, name, rung)
     if figures is not None:
       seeds.setdefault(analysis.config_name({"name": name}), []).append(
         (figures["test_accuracy"], figures["epoch_seconds"])
@@ -284,7 +284,7 @@ def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) 
   done = read_results(workdir)
   retry_failed = bool(config.get("retry_failed"))
   rungs = pruning.rungs(config.to_dict())
-  prune = config.get("prune") is not None
+  prune = pruning.method(config) is not None
 
   # Impossible shapes are recorded before anything trains.
   work = []
@@ -333,7 +333,7 @@ def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) 
         raise ConfigError(outcome["error"])
       summary = outcome.get("summary", {})
       if rung is not None and outcome["status"] != "failed" and not summary.get("stopped_early"):
-        accuracy = _at_rung(workdir, name, rung)
+        accuracy = at_rung(workdir, name, rung)
         log.info("rung %d: %s reached epoch %d: %s", rung, name, rung,
                  f"{100 * accuracy['test_accuracy']:.2f}%" if accuracy else "no metrics")  # fmt: skip
         continue
@@ -359,14 +359,17 @@ def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) 
   # those already recorded as completed or pruned (a resumed sweep decides as the interrupted one did).
   names = [t.name for t in trials if t.name in by_name or done.get(t.name, {}).get("status") in ("completed", "pruned")]
   for rung in rungs:
-    behind = [item for item in work if not any(m["epoch"] >= rung for m in _epochs(workdir, item[0].name))]
+    behind = [item for item in work if not any(m["epoch"] >= rung for m in epochs(workdir, item[0].name))]
     if behind:
       log.info("rung %d: %d trial(s) train to epoch %d", rung, len(behind), rung)
       executors.run(_tasks(behind, together, rung), config.to_dict(), workdir, lambda t, o, r=rung: deliver(t, o, r))
     work = [item for item in work if item[0].name not in recorded]
     names = [n for n in names if not (n in recorded and done[n]["status"] == "failed")]
     verdicts = pruning.dominated(
-      _standings(workdir, names, rung), config.get("prune_margin", 1.0), config.get("prune_one_seed_margin", 0.005)
+      standings(workdir, names, rung),
+      config.get("prune_margin", pruning.DEFAULT_MARGIN),
+      config.get("prune_one_seed_margin", pruning.ONE_SEED_MARGIN),
+      config.get("prune_keep_leaders", True),
     )
     for item in [item for item in work if analysis.config_name({"name": item[0].name}) in verdicts]:
       trial, flatten = by_name[item[0].name]
@@ -387,7 +390,7 @@ def _run(config: ml_collections.ConfigDict, workdir: Path, trials: list[Trial]) 
 def _pruned_fields(workdir: Path, name: str, rung: int, verdict: pruning.Verdict) -> dict[str, Any]:
   """A pruned trial's result fields: its summary's facts, its metrics at the rung, and the verdict."""
   summary = logs.read_json(workdir / TRIALS_DIR / name / logs.SUMMARY_FILE) or {}
-  figures = _at_rung(workdir, name, rung) or {}
+  figures = at_rung(workdir, name, rung) or {}
   metrics = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch_seconds", "examples_per_second")
   return {
     **{k: summary[k] for k in RESULT_FIELDS if k in summary},

@@ -145,6 +145,7 @@ def run_facts(state, data: input_pipeline.Dataset, specs, mesh, code: Mapping[st
   return {
     "status": "running",
     "epoch": epoch,
+    "resumed_from": epoch,  # epochs already trained when this entry started (0: trained in one go)
     "stopped_early": False,
     "num_params": models.count_params(state.params),
     "flops_per_example": sum(s.flops for s in specs),

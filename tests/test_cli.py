@@ -133,7 +133,7 @@ def test_an_unknown_variant_gets_its_whole_reason():
   result = run("-m", "convnet.summary", "--config=configs/sweep.py:smok")
   assert result.returncode == 1
   assert error_line(result).endswith(
-    "configs/sweep.py has no variant 'smok'; use configs/sweep.py, :smoke or :depth"
+    "configs/sweep.py has no variant 'smok'; use configs/sweep.py, :smoke, :depth or :wide"
   ), result.stderr
 
 

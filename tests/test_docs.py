@@ -80,11 +80,12 @@ COMMANDS = documented_commands()
 def test_the_docs_hold_the_commands_we_expect():
   modules = {argv[0] for _, argv, _ in COMMANDS}
   assert {"convnet.main", "convnet.summary", "convnet.report", "convnet.visualize", "convnet.walkthrough",
-          "convnet.benchmark"} <= modules  # fmt: skip
+          "convnet.benchmark", "convnet.pruning"} <= modules  # fmt: skip
   assert len(COMMANDS) >= 25
   assert any(argv[:2] == ["convnet.main", "--config=configs/sweep.py:smoke"] for _, argv, _ in COMMANDS)
   assert any("XLA_FLAGS" in env for _, _, env in COMMANDS) and any("JAX_PROCESS_ID" in env for _, _, env in COMMANDS)
   assert any("--config.executor=ray" in argv for _, argv, _ in COMMANDS)
+  assert any("--config.prune=pareto" in argv for _, argv, _ in COMMANDS)
 
 
 def build(config) -> int:
@@ -148,7 +149,7 @@ def workspace(real_data_dir, tmp_path_factory) -> Path:
     elif config.dataset.num_train_examples is not None:  # the smoke sweep: as written
       jobs.append((argv, env))
   run_in_groups(cwd, jobs)
-  for name in ("sweep", "depth"):  # what the report commands read (their sweeps take an hour)
+  for name in ("sweep", "depth", "pruned", "wide"):  # what the report commands read (their sweeps take an hour)
     shutil.copytree(cwd / "runs" / "smoke", cwd / "runs" / name, dirs_exist_ok=True)
   run_in_groups(cwd, others)
   return cwd

@@ -324,3 +324,26 @@ def test_a_worker_that_does_not_see_the_drivers_workdir_stops_the_sweep_with_one
   with pytest.raises(ConfigError, match="must be storage that every node sees at the same path"):
     sweep.run(sweep_config(idx_dir), tmp_path / "sweep")
   assert not (tmp_path / "sweep" / "results.jsonl").exists()
+
+
+@needs_ray
+def test_a_pruned_sweep_runs_on_ray_rung_by_rung(idx_dir, tmp_path, ray_env):
+  env, _ = ray_env
+  config_path = tmp_path / "pruned.py"
+  config_path.write_text(
+    SWEEP_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir), epochs=3).replace(
+      '**{"sweep.seeds": (0, 1)}',
+      'prune="pareto", prune_rungs=(1,), prune_one_seed_margin=1.0, prune_keep_leaders=False, '
+      '**{"sweep.features": ((4, 4), (8, 8))}',
+    )
+  )
+  _sweep(env, config_path, tmp_path / "ray", "--config.executor=ray")
+  results = _results(tmp_path / "ray")
+  assert len((tmp_path / "ray" / "results.jsonl").read_text().splitlines()) == len(results) == 2
+  [pruned] = [r for r in results.values() if r["status"] == "pruned"]  # the slower, at the rung
+  [kept] = [r for r in results.values() if r["status"] == "completed"]
+  assert (pruned["epoch"], kept["epoch"], pruned["executor"]) == (1, 3, "ray") and kept["name"].startswith(
+    pruned["pruned_by"] + ","
+  )
+  metrics = logs.read_jsonl(tmp_path / "ray" / "trials" / pruned["name"] / "metrics.jsonl")
+  assert [m["epoch"] for m in metrics] == [1]

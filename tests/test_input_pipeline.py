@@ -1,6 +1,7 @@
 """The IDX reader and loader, the TFDS source under mock_data, and the data-source fallback."""
 
 import gzip
+import shutil
 
 import numpy as np
 import pytest
@@ -132,3 +133,17 @@ def test_tfds_source_under_mock_data(name, shape, classes):
   assert data.test_images.shape == (4, *shape)
   assert data.num_classes == classes and data.train_labels.max() < classes
   assert data.source == f"tfds:{name}"
+
+
+def test_the_dataset_is_read_once_per_process_while_its_files_are_unchanged(idx_dir, tmp_path):
+  for path in idx_dir.iterdir():
+    shutil.copy(path, tmp_path)
+  first = input_pipeline.load_idx(tmp_path)
+  assert input_pipeline.load_idx(tmp_path) is first  # the same arrays, not read again
+  with pytest.raises(ValueError, match="read-only"):
+    first.train_images[0, 0, 0, 0] = 1  # shared by every trial of the process: nobody may change it
+  labels = input_pipeline.read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
+  labels[0] = (labels[0] + 1) % 10  # the same size, written at once: only the contents tell
+  input_pipeline.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+  changed = input_pipeline.load_idx(tmp_path)
+  assert changed is not first and changed.test_labels[0] == labels[0] != first.test_labels[0]

@@ -60,8 +60,12 @@ def test_named_variants():
   assert len(sweep.expand(smoke)) == 4 and smoke.num_epochs == 1 and smoke.dataset.num_train_examples == 2000
   depth = sweep.expand(configuration.load_config(f"{SWEEP}:depth"))
   assert sorted({len(t.config.model.features) for t in depth}) == [1, 2, 3] and len(depth) == 9
-  with pytest.raises(ConfigError, match="no variant 'wide'"):
-    configuration.load_config(f"{SWEEP}:wide")
+  wide_config = configuration.load_config(f"{SWEEP}:wide")
+  wide = sweep.expand(wide_config)
+  assert len(wide) == 4 * 4 * 2 * 3 and wide_config.prune == "pareto"
+  assert {(16, 128), (128, 16), (64, 64)} <= {t.config.model.features for t in wide}  # each layer on its own
+  with pytest.raises(ConfigError, match="no variant 'tall'; use configs/sweep.py, :smoke, :depth or :wide"):
+    configuration.load_config(f"{SWEEP}:tall")
 
 
 def test_axis_names_resolve_to_one_config_field():
@@ -92,6 +96,11 @@ def test_impossible_and_failing_trials_are_recorded_and_the_sweep_goes_on(idx_di
   files = {p.name for p in tmp_path.iterdir()}
   assert {"report.md", "results.csv"} <= files
   assert not {"pareto.png", "learning_curves.png"} & files  # one configuration, one epoch: nothing to draw
+  summary = logs.read_json(tmp_path / "trials" / ok["name"] / "summary.json")
+  outside = summary["total_seconds"] - summary["train_seconds"]
+  assert summary["resumed_from"] == 0 and outside > 0
+  # The failed trial ran too (it stopped in epoch 1) but has no completed epoch: only the completed one counts.
+  assert f"of the 1 trial(s) trained in one go): median {outside:.2f} s" in (tmp_path / "report.md").read_text()
 
 
 KILL_CONFIG = """
@@ -104,10 +113,10 @@ def get_config():
 """
 
 
-def start_sweep(config_path, workdir):
+def start_sweep(config_path, workdir, *flags):
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   return subprocess.Popen(
-      [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={workdir}"],
+      [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={workdir}", *flags],
       cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
   )  # fmt: skip
 
@@ -154,3 +163,83 @@ def test_eta_fits_fixed_cost_plus_flops():
   assert sweep.estimate_seconds([(2.0, 10.0)], [2.0, 4.0]) == pytest.approx(30.0)
   # Two sizes: time = 5 + 2.5 * FLOPs fits both exactly (10 s at 2, 15 s at 4).
   assert sweep.estimate_seconds([(2.0, 10.0), (4.0, 15.0)], [8.0, 2.0]) == pytest.approx(25.0 + 10.0)
+
+
+PRUNE_CONFIG = """
+import sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+from conftest import sweep_config
+
+def get_config():
+  # Two configurations, one seed each; a margin of 100 points: at the rung (epoch 20), the slower is
+  # dominated by the faster whatever their accuracies (no leader kept), so exactly one trains on to epoch 40.
+  return sweep_config({data!r}, num_epochs=40, prune="pareto", prune_rungs=(20,), prune_one_seed_margin=1.0,
+                      prune_keep_leaders=False,
+                      **{{"sweep.features": ((4, 4), (8, 8))}})
+"""
+
+
+def test_a_pruned_sweep_resumes_after_kill_9_and_never_trains_a_pruned_trial_again(idx_dir, tmp_path):
+  config_path = tmp_path / "prune_sweep.py"
+  config_path.write_text(PRUNE_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir)))
+  workdir = tmp_path / "sweep"
+  second = workdir / "trials" / "features=8-8,kernel_size=3,seed=0" / "metrics.jsonl"
+  process = start_sweep(config_path, workdir)
+  deadline = time.time() + 240
+  while time.time() < deadline and len(logs.read_jsonl(second)) < 3:  # the rung's second trial is training
+    time.sleep(0.02)
+  assert process.poll() is None, "the sweep ended before it could be killed: " + process.stderr.read()
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (workdir / "results.jsonl").exists()  # killed before the rung's decision
+
+  rerun = start_sweep(config_path, workdir)
+  assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
+  results = {r["name"]: r for r in logs.read_jsonl(workdir / "results.jsonl")}
+  assert len(results) == len(logs.read_jsonl(workdir / "results.jsonl")) == 2  # every trial once
+  [pruned] = [r for r in results.values() if r["status"] == "pruned"]
+  [kept] = [r for r in results.values() if r["status"] == "completed"]
+  assert pruned["epoch"] == pruned["pruned_at"] == 20 and kept["epoch"] == 40
+  assert pruned["pruned_by"] + ",seed=0" == kept["name"] and pruned["speedup"] > 1
+  assert 0 <= pruned["test_accuracy"] <= 1 and "x faster and" in pruned["error"]  # the verdict in words
+  trial_epochs = {n: [m["epoch"] for m in logs.read_jsonl(workdir / "trials" / n / "metrics.jsonl")] for n in results}
+  assert trial_epochs[pruned["name"]] == list(range(1, 21))  # stopped at the rung, each epoch once
+  assert trial_epochs[kept["name"]] == list(range(1, 41))
+  report_text = (workdir / "report.md").read_text()
+  assert (
+    "## Pruning" in report_text and "Trial-epochs trained: 60 of the full grid's 80 (75%; saved 20)." in report_text
+  )
+  assert f"| {pruned['name'].removesuffix(',seed=0')} | 20 | 1 |" in report_text
+  assert (workdir / "jax_cache").is_dir()  # the programs were cached for the rungs and the resume
+
+  # The same command again changes nothing; without pruning, the pruned trial trains on to epoch 40.
+  assert start_sweep(config_path, workdir).wait(timeout=300) == 0
+  assert len(logs.read_jsonl(workdir / "results.jsonl")) == 2
+  full = start_sweep(config_path, workdir, "--config.prune=None")
+  assert full.wait(timeout=300) == 0, full.stderr.read()
+  final = {r["name"]: r for r in logs.read_jsonl(workdir / "results.jsonl")}  # the later line wins
+  assert final[pruned["name"]]["status"] == "completed" and final[pruned["name"]]["epoch"] == 40
+  epochs = [m["epoch"] for m in logs.read_jsonl(workdir / "trials" / pruned["name"] / "metrics.jsonl")]
+  assert epochs == list(range(1, 41))  # resumed from its checkpoint at the rung
+
+
+def test_compilation_cache_holds_the_programs_and_leaves_the_settings_as_they_were(tmp_path):
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache as jax_cache
+  import jax.numpy as jnp
+
+  from convnet import runtime
+
+  assert jax.config.jax_compilation_cache_dir is None
+  with runtime.compilation_cache(tmp_path / "cache"):
+    assert float(jax.jit(lambda x: x * 3.0 + 1.0)(jnp.float32(2.0))) == 7.0
+  assert any((tmp_path / "cache").iterdir())  # even a quick compile is kept
+  assert jax.config.jax_compilation_cache_dir is None and jax.config.jax_persistent_cache_min_compile_time_secs == 1.0
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "users"))
+  try:
+    with runtime.compilation_cache(tmp_path / "mine"):  # the user's own cache directory is kept
+      assert float(jax.jit(lambda x: x * 5.0)(jnp.float32(2.0))) == 10.0
+    assert not (tmp_path / "mine").exists()
+  finally:
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax_cache.reset_cache()  # the rest of the suite compiles without a persistent cache, as before
