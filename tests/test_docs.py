@@ -151,6 +151,8 @@ def workspace(real_data_dir, tmp_path_factory) -> Path:
   run_in_groups(cwd, jobs)
   for name in ("sweep", "depth", "pruned", "wide"):  # what the report commands read (their sweeps take an hour)
     shutil.copytree(cwd / "runs" / "smoke", cwd / "runs" / name, dirs_exist_ok=True)
+  recorded = "experiments/fashion_mnist_sweet_spot"  # the replays of pruning read the recorded grid
+  shutil.copytree(REPO / recorded, cwd / recorded, dirs_exist_ok=True)
   run_in_groups(cwd, others)
   return cwd
 
