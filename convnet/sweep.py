@@ -264,7 +264,7 @@ def at_rung(workdir: Path, name: str, rung: int) -> dict[str, Any] | None:
   if not history or history[-1]["epoch"] != rung:
     return None
   seconds = statistics.median(m["epoch_seconds"] for m in history)
-  return {**history[-1], "epoch_seconds": seconds, "examples_per_second": history[-1]["examples_per_second"]}
+  return {**history[-1], "epoch_seconds": seconds}
 
 
 def standings(workdir: Path, names: list[str], rung: int) -> list[pruning.Standing]:

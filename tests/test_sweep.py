@@ -121,18 +121,23 @@ def start_sweep(config_path, workdir, *flags):
   )  # fmt: skip
 
 
+def start_and_kill_9(config_path, workdir, metrics, lines=3):
+  """Starts the sweep and kills it (-9) once ``metrics`` (a trial's metrics.jsonl) has ``lines`` lines."""
+  process = start_sweep(config_path, workdir)
+  deadline = time.time() + 240
+  while time.time() < deadline and len(logs.read_jsonl(metrics)) < lines:
+    time.sleep(0.02)
+  assert process.poll() is None, "the sweep ended before it could be killed: " + process.stderr.read()
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+
+
 def test_kill_9_mid_trial_then_rerun_records_every_trial_exactly_once(idx_dir, tmp_path):
   config_path = tmp_path / "kill_sweep.py"
   config_path.write_text(KILL_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir)))
   workdir = tmp_path / "sweep"
   first = workdir / "trials" / "features=4-4,kernel_size=3,seed=0" / "metrics.jsonl"
-  process = start_sweep(config_path, workdir)
-  deadline = time.time() + 240
-  while time.time() < deadline and len(logs.read_jsonl(first)) < 3:
-    time.sleep(0.02)
-  assert process.poll() is None, "the sweep ended before it could be killed: " + process.stderr.read()
-  process.send_signal(signal.SIGKILL)
-  process.wait()
+  start_and_kill_9(config_path, workdir, first)
   killed_at = len(logs.read_jsonl(first))
   assert 3 <= killed_at < 40  # killed mid-trial
   assert not (workdir / "results.jsonl").exists()
@@ -184,13 +189,7 @@ def test_a_pruned_sweep_resumes_after_kill_9_and_never_trains_a_pruned_trial_aga
   config_path.write_text(PRUNE_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir)))
   workdir = tmp_path / "sweep"
   second = workdir / "trials" / "features=8-8,kernel_size=3,seed=0" / "metrics.jsonl"
-  process = start_sweep(config_path, workdir)
-  deadline = time.time() + 240
-  while time.time() < deadline and len(logs.read_jsonl(second)) < 3:  # the rung's second trial is training
-    time.sleep(0.02)
-  assert process.poll() is None, "the sweep ended before it could be killed: " + process.stderr.read()
-  process.send_signal(signal.SIGKILL)
-  process.wait()
+  start_and_kill_9(config_path, workdir, second)  # while the rung's second trial trains
   assert not (workdir / "results.jsonl").exists()  # killed before the rung's decision
 
   rerun = start_sweep(config_path, workdir)
