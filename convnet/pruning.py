@@ -10,8 +10,12 @@ faster configuration is at least as accurate as it there, within the noise of th
 with ``margin = prune_margin x max(it.std, faster.std)`` (standard deviations over seeds) when both have
 two seeds or more, and ``margin = one_seed_margin`` (accuracy points, as a fraction) when either has one
 seed only. Such a configuration can neither be the sweet spot nor add to the Pareto front anything the
-seeds can tell apart. Of the configurations that dominate it, the verdict names the one with the
-largest accuracy lead.
+seeds can tell apart. **Only a configuration that trains on can dominate**: the rule decides fastest
+first, and a configuration stopped at this rung stops nothing. (The margin is not transitive: without
+this, a chain of configurations, each inside the noise of the next faster one, stops the chain's far
+end although it may be well ahead of every configuration left; the recorded ``:wide`` sweep did this
+once.) So every stopped configuration has a dominator that goes on; of those, the verdict names the one
+with the largest accuracy lead.
 
 **Leaders are kept** (``keep_leaders``, the default): a configuration within the same margin of the
 rung's most accurate one is never stopped, because it may still become the most accurate, and the most
@@ -88,18 +92,21 @@ def dominated(
   if prune_margin < 0 or one_seed < 0:
     raise ValueError(f"prune margins must be >= 0; got {prune_margin} std and {one_seed} for one seed")
   leader = max(standings, key=lambda s: s.accuracy_mean, default=None)
-  out = {}
-  for it in standings:
+  out, kept = {}, []
+  for it in sorted(standings, key=lambda s: s.seconds):  # fastest first: its possible dominators are decided
     if keep_leaders and leader.accuracy_mean - it.accuracy_mean <= margin(it, leader, prune_margin, one_seed):
-      continue  # it may still become the most accurate: the sweet spot's bar
+      kept.append(it)  # it may still become the most accurate: the sweet spot's bar
+      continue
     verdicts = [
       Verdict(it.name, other.name, other.accuracy_mean - it.accuracy_mean, gap, it.seconds / other.seconds)
-      for other in standings
+      for other in kept
       if other.seconds < it.seconds
       and other.accuracy_mean >= it.accuracy_mean - (gap := margin(it, other, prune_margin, one_seed))
     ]
     if verdicts:
       out[it.name] = max(verdicts, key=lambda v: (v.accuracy_lead, v.speedup))
+    else:
+      kept.append(it)
   return out
 
 

@@ -1,5 +1,5 @@
 """Pareto pruning's rule on hand-made results (dominated with and without the margin, ties, one seed, the
-leaders kept), its config values, its replay, and the report of a pruned sweep; tests/test_sweep.py and
+leaders kept, a chain inside the noise), its config values, its replay, and the report of a pruned sweep; tests/test_sweep.py and
 tests/test_executors.py run pruned sweeps."""
 
 import pytest
@@ -74,6 +74,21 @@ def test_leaders_are_kept_however_dominated():
   assert set(kept) == {"16k5", "32k5"} and kept["32k5"].by == "32k3"
   one_seed = [s("fast", 0.900, 0.0, 1.0, seeds=1), s("slow", 0.903, 0.0, 2.0, seeds=1)]
   assert pruning.dominated(one_seed) == {} and set(dominated(one_seed)) == {"slow"}
+
+
+def test_only_a_configuration_that_trains_on_stops_another():
+  # The recorded :wide sweep after epoch 2 (Xeon, 3 seeds): each of 16-32, 16-64 and 32-64 3x3 is inside
+  # the noise of the next faster one, but 16-64 is 1.19 points ahead of 16-16, the only faster one left.
+  epoch_2 = [
+    s("16-16", 0.8734, 0.0065, 2.32), s("16-32", 0.8773, 0.0098, 2.65), s("16-64", 0.8853, 0.0072, 3.87),
+    s("32-64", 0.8912, 0.0049, 5.68), s("64-128k5", 0.8962, 0.0018, 23.69),
+  ]  # fmt: skip
+  verdicts = pruning.dominated(epoch_2)
+  assert set(verdicts) == {"16-32", "32-64"}  # 16-64 goes on: the 16-32 that was level with it stops
+  assert verdicts["16-32"].by == "16-16" and verdicts["32-64"].by == "16-64"
+  assert dominated(epoch_2[1:3])["16-64"].by == "16-32"  # were 16-32 to go on, it would stop 16-64
+  kept = {x.name for x in epoch_2} - set(verdicts)
+  assert all(v.by in kept for v in verdicts.values())  # every verdict's dominator trains on
 
 
 def test_pruning_config_values_are_checked():
