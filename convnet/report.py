@@ -232,8 +232,8 @@ def _pruning(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
     "## Pruning",
     "",
     f"Rule (`prune={config.get('prune')}`, rungs at epochs {rungs}): after each rung, a configuration stops when a "
-    "faster one (s/epoch) that trains on is at least as accurate there within the seeds' noise: mean test accuracy >= its own "
-    f"mean - {config.get('prune_margin', 1.0):g} x the larger of the two standard deviations over seeds "
+    "faster one (s/epoch) that trains on is at least as accurate there within the seeds' noise: mean test "
+    f"accuracy >= its own mean - {config.get('prune_margin', 1.0):g} x the larger of the two standard deviations over seeds "
     f"(`prune_margin`; with one seed, {100 * config.get('prune_one_seed_margin', 0.005):.2f} points, "
     "`prune_one_seed_margin`)"
     + (

@@ -1,6 +1,6 @@
 """Pareto pruning's rule on hand-made results (dominated with and without the margin, ties, one seed, the
-leaders kept, a chain inside the noise), its config values, its replay, and the report of a pruned sweep; tests/test_sweep.py and
-tests/test_executors.py run pruned sweeps."""
+leaders kept, a chain inside the noise), its config values, its replay, and the report of a pruned
+sweep; tests/test_sweep.py and tests/test_executors.py run pruned sweeps."""
 
 import pytest
 
