@@ -162,6 +162,7 @@ class Replay:
   pruned_spot: str | None
   epochs: tuple[int, int]  # (trial-epochs with pruning, without)
   train_seconds: tuple[float, float]  # (training seconds, summed over those epochs, with and without)
+  left_out: tuple[str, ...] = ()  # configurations of the sweep that did not finish (pruned, failed)
 
   def text(self) -> str:
     lines = list(dict.fromkeys(f"epoch {rung}: {verdict.text()}" for rung, verdict in self.stopped.values()))
@@ -173,6 +174,11 @@ class Replay:
       f"trial-epochs: {used} of {full} ({100 * used / full:.0f}%); training seconds: {seconds:.0f} of "
       f"{all_seconds:.0f} ({100 * seconds / all_seconds:.0f}%, compilation and evaluation excluded)",
     ]
+    if self.left_out:
+      lines.append(
+        f"note: not a full grid: {len(self.left_out)} configuration(s) did not finish there (pruned or failed) and are "
+        "left out; the replay treats the finished ones as the whole grid"
+      )
     return "\n".join(lines)
 
 
@@ -191,7 +197,10 @@ def replay(
 
   workdir = Path(workdir)
   config = logs.read_json(workdir / logs.CONFIG_FILE) or {}
-  completed = [r for r in report.read_results(workdir) if r.get("status") == "completed"]
+  results = report.read_results(workdir)
+  completed = [r for r in results if r.get("status") == "completed"]
+  finished = {analysis.config_name(r) for r in completed}
+  left_out = tuple(sorted({analysis.config_name(r) for r in results} - finished))
   alive = [r["name"] for r in completed]
   stopped: dict[str, tuple[int, Verdict]] = {}
   last_epoch = config.get("num_epochs") or max((int(r["epoch"]) for r in completed), default=0)
@@ -217,13 +226,19 @@ def replay(
     spot([r for r in completed if r["name"] in alive]),
     (sum(through.values()), sum(last.values())),
     (sum(sum(trained(n, e)) for n, e in through.items()), sum(sum(trained(n, e)) for n, e in last.items())),
+    left_out,
   )
 
 
 def define_flags(values) -> None:
   from absl import flags
 
-  flags.DEFINE_string("workdir", None, "A finished full-grid sweep directory.", flag_values=values)
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "A finished full-grid sweep directory (of a pruned one, the replay reads its finishers only, and says so).",
+    flag_values=values,
+  )
   flags.DEFINE_list("rungs", ["1", "2"], "Epochs to prune at, e.g. 1,2.", flag_values=values)
   flags.DEFINE_float("margin", DEFAULT_MARGIN, "prune_margin: standard deviations over seeds.", flag_values=values)
   flags.DEFINE_float("one_seed_margin", ONE_SEED_MARGIN, "prune_one_seed_margin (accuracy).", flag_values=values)

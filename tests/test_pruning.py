@@ -166,3 +166,8 @@ def test_replay_on_a_full_grid_says_what_pruning_would_stop_and_whether_the_answ
     tmp_path, [2], keep_leaders=False
   )  # by epoch 2 the slow one leads by 3 points, beyond the noise
   assert later.stopped == {} and "(the same answer)" in later.text() and later.epochs == (12, 12)
+  assert "not a full grid" not in later.text()
+  logs.append_jsonl(tmp_path / "results.jsonl", record("c=mid,seed=0", "pruned", 0.83, 2.0, 1, pruned_at=1))
+  partial = pruning.replay(tmp_path, [2], keep_leaders=False)  # a pruned sweep: its finishers only
+  assert partial.left_out == ("c=mid",) and partial.epochs == (12, 12)
+  assert "note: not a full grid: 1 configuration(s) did not finish there" in partial.text()
