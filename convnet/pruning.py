@@ -207,8 +207,8 @@ def replay(
   for rung in sorted(r for r in set(rungs_) if r < last_epoch):  # as the sweep: a rung at the end is no rung
     verdicts = dominated(sweep.standings(workdir, alive, rung), prune_margin, one_seed, keep_leaders)
     for name in alive:
-      if analysis.config_name({"name": name}) in verdicts:
-        stopped[name] = (rung, verdicts[analysis.config_name({"name": name})])
+      if (verdict := verdicts.get(analysis.config_name({"name": name}))) is not None:
+        stopped[name] = (rung, verdict)
     alive = [name for name in alive if name not in stopped]
 
   def spot(records) -> str | None:

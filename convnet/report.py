@@ -47,13 +47,7 @@ class Report:
 
   def pareto_figure(self):
     """Test accuracy against seconds per epoch, the Pareto front and the sweet spot (a matplotlib Figure)."""
-    return plots.pareto(
-      self.rows,
-      analysis.pareto_front(self.rows),
-      self.sweet_spot,
-      _machine(self.results),
-      analysis.pruned(self.results),
-    )
+    return _pareto_figure(self.rows, self.sweet_spot, self.results)
 
 
 def read(workdir: str | Path) -> Report:
@@ -100,6 +94,11 @@ def write_csv(path: Path, results: Sequence[Mapping[str, Any]]) -> None:
     overrides = [cell(r.get("overrides", {}).get(k)) for k in override_keys]
     writer.writerow([r.get("name"), r.get("status"), *overrides, *(fields.get(k, "") for k in CSV_FIELDS[2:])])
   logs.atomic_write_text(path, out.getvalue())
+
+
+def _pareto_figure(rows: Sequence[analysis.ConfigResult], spot, results: Sequence[Mapping[str, Any]]):
+  """pareto.png's figure: the configurations, their front, the sweet spot and the pruned ones greyed."""
+  return plots.pareto(rows, analysis.pareto_front(rows), spot, _machine(results), analysis.pruned(results))
 
 
 def _machine(results: Sequence[Mapping[str, Any]]) -> str:
@@ -299,8 +298,7 @@ def write_report(
   spot = analysis.chosen_sweet_spot(rows, config)[0]
   curves = _learning_curves(workdir, results)
   figures = {
-    "pareto.png": (len(rows) > 1)
-    and (lambda: plots.pareto(rows, analysis.pareto_front(rows), spot, _machine(results), analysis.pruned(results))),
+    "pareto.png": (len(rows) > 1) and (lambda: _pareto_figure(rows, spot, results)),
     "learning_curves.png": any(len(c) > 1 for c in curves.values()) and (lambda: plots.learning_curves(curves)),
   }
   files = [workdir / REPORT_FILE, workdir / CSV_FILE]
