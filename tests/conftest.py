@@ -1,6 +1,6 @@
 """Shared fixtures: a small generated IDX dataset, the real Fashion-MNIST directory, tiny configs."""
 
-from convnet import runtime
+from convnet import idx, runtime
 
 runtime.configure_xla()  # the same XLA:CPU flags as the entry points, before jax starts its backend
 
@@ -39,8 +39,8 @@ def idx_dir(tmp_path_factory) -> Path:
   directory = tmp_path_factory.mktemp("idx")
   for split, num, seed in (("train", 300, 0), ("t10k", 103, 1)):
     images, labels = make_images(num, seed=seed)
-    input_pipeline.write_idx(directory / f"{split}-images-idx3-ubyte.gz", images)
-    input_pipeline.write_idx(directory / f"{split}-labels-idx1-ubyte.gz", labels)
+    idx.write_idx(directory / f"{split}-images-idx3-ubyte.gz", images)
+    idx.write_idx(directory / f"{split}-labels-idx1-ubyte.gz", labels)
   return directory
 
 
@@ -72,7 +72,7 @@ def tiny_config(data_dir, **overrides):
 
 def sweep_config(data_dir, **fields):
   """configs/sweep.py on ``data_dir`` as one tiny trial (4-4 filters, 3x3, seed 0, 1 epoch, no events);
-  ``fields`` by dotted path, e.g. ``**{"sweep.seeds": (0, 1)}``."""
+  ``fields`` by dotted path, e.g. ``**{"sweep.axes.seeds": (0, 1)}``."""
   config = configuration.load_config(REPO / "configs" / "sweep.py")
   config.dataset.dir = str(data_dir)
   config.num_epochs = 1
@@ -80,9 +80,9 @@ def sweep_config(data_dir, **fields):
   config.steps_per_call = 0
   config.tensorboard = False
   config.model.dense_features = (8,)
-  config.sweep.features = ((4, 4),)
-  config.sweep.kernel_size = (3,)
-  config.sweep.seeds = (0,)
+  config.sweep.axes.features = ((4, 4),)
+  config.sweep.axes.kernel_size = (3,)
+  config.sweep.axes.seeds = (0,)
   with config.unlocked():
     config.update_from_flattened_dict(fields)
   return config
@@ -93,3 +93,13 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
+
+
+SLOW_TOO = ("ray", "notebook", "docs", "install")
+
+
+def pytest_collection_modifyitems(items):
+  """A ray, notebook, docs or install test is slow too: `-m "not slow"` leaves them out."""
+  for item in items:
+    if any(item.get_closest_marker(name) for name in SLOW_TOO) and not item.get_closest_marker("slow"):
+      item.add_marker(pytest.mark.slow)

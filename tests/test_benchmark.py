@@ -5,10 +5,13 @@ import subprocess
 import sys
 
 from conftest import REPO
+import pytest
+
+pytestmark = pytest.mark.slow
 
 
 def test_peers_mode_runs_alternating_epochs_and_skips_missing_peers(idx_dir):
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
   result = subprocess.run(
     [sys.executable, "-m", "convnet.benchmark", "--impls=convnet,pytorch,keras", "--epochs=2", f"--data_dir={idx_dir}"],
     cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
@@ -28,10 +31,10 @@ def test_grid_mode_times_each_configuration_of_a_grid(idx_dir, tmp_path):
     "from convnet import configuration\n\n"
     "def get_config():\n"
     "  config = configuration.load_config('configs/sweep.py:smoke')\n"
-    "  config.sweep.kernel_size = (3,)\n"
+    "  config.sweep.axes.kernel_size = (3,)\n"
     "  return config\n"
   )
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
   result = subprocess.run(
       [sys.executable, "-m", "convnet.benchmark", "--mode=grid", f"--grid={grid}", "--steps=3", "--repeats=1",
        f"--data_dir={idx_dir}"],

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args, timeout=300):
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
   return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -27,6 +27,7 @@ def error_line(result):
   return lines[-1]
 
 
+@pytest.mark.slow
 def test_main_trains_with_command_line_overrides(idx_dir, tmp_path):
   result = run(
       "-m", "convnet.main", "--config=configs/default.py", f"--workdir={tmp_path}", "--config.num_epochs=1",
@@ -75,7 +76,7 @@ def test_corrupt_data_file_gives_one_line(idx_dir, tmp_path):
 
 
 def test_summary_prints_the_keras_like_table():
-  result = run("-m", "convnet.summary", "--config=configs/default.py")
+  result = run("-m", "convnet.model_table", "--config=configs/default.py")
   assert result.returncode == 0, result.stderr
   for text in (
     "conv0 (Conv2D)",
@@ -91,7 +92,7 @@ def test_summary_prints_the_keras_like_table():
 
 
 def run_in(cwd, *args, timeout=300):
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
   return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -111,26 +112,26 @@ def test_every_convnet_field_is_a_config_field_and_settable_from_the_command_lin
 
 def test_a_sweep_axis_given_as_one_value_gets_one_line_with_the_tuple_hint(tmp_path):
   result = run("-m", "convnet.main", "--config=configs/sweep.py:smoke", f"--workdir={tmp_path}",
-               "--config.sweep.features=(32,32)")  # fmt: skip
+               "--config.sweep.axes.features=(32,32)")  # fmt: skip
   assert result.returncode == 1
   line = error_line(result)
-  assert "sweep.features=(32, 32)" in line and "sweep axes are tuples of values" in line and "'((32,32),)'" in line
+  assert "sweep.axes.features=(32, 32)" in line and "sweep axes are tuples of values" in line and "'((32,32),)'" in line
 
 
 def test_configs_load_from_any_directory_and_a_missing_one_gets_one_line(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # a script in another directory
   assert configuration.load_config("configs/default.py").model.features == (64, 64)
-  assert len(configuration.load_config("configs/sweep.py:depth").sweep.features) == 3
-  result = run_in(tmp_path, "-m", "convnet.summary", "--config=configs/default.py")
+  assert len(configuration.load_config("configs/sweep.py:depth").sweep.axes.features) == 3
+  result = run_in(tmp_path, "-m", "convnet.model_table", "--config=configs/default.py")
   assert result.returncode == 0 and "Total params: 243,786" in result.stdout, result.stderr
-  result = run_in(tmp_path, "-m", "convnet.summary", "--config=configs/nothing.py")
+  result = run_in(tmp_path, "-m", "convnet.model_table", "--config=configs/nothing.py")
   assert result.returncode == 1
   assert error_line(result).startswith("error: configs/nothing.py: config file not found")
   assert "configs/default.py, configs/sweep.py" in error_line(result)
 
 
 def test_an_unknown_variant_gets_its_whole_reason():
-  result = run("-m", "convnet.summary", "--config=configs/sweep.py:smok")
+  result = run("-m", "convnet.model_table", "--config=configs/sweep.py:smok")
   assert result.returncode == 1
   assert error_line(result).endswith(
     "configs/sweep.py has no variant 'smok'; use configs/sweep.py, :smoke, :depth or :wide"
@@ -145,10 +146,13 @@ def test_a_positional_argument_gets_one_line_and_help_works(tmp_path):
   assert result.returncode == 0 and "--workdir" in result.stdout + result.stderr
 
 
+@pytest.mark.install
 def test_an_installed_wheel_runs_from_another_directory_with_its_shipped_configs(tmp_path):
   source = tmp_path / "source"  # a copy, so that the build leaves nothing in the repository
-  for name in ("convnet", "configs"):
-    shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("src", "configs"):  # src/convnet/configs stays a symlink to configs/, as in a clone
+    shutil.copytree(
+      REPO / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
   for name in ("pyproject.toml", "README.md"):
     shutil.copy(REPO / name, source / name)
   built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheel"),
@@ -165,11 +169,12 @@ def test_an_installed_wheel_runs_from_another_directory_with_its_shipped_configs
   where = subprocess.run([sys.executable, "-c", "import convnet; print(convnet.__file__)"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)  # fmt: skip
   assert where.stdout.strip() == str(site / "convnet" / "__init__.py")
-  result = subprocess.run([sys.executable, "-m", "convnet.summary", "--config=configs/sweep.py:smoke"], cwd=tmp_path,
+  result = subprocess.run([sys.executable, "-m", "convnet.model_table", "--config=configs/sweep.py:depth"], cwd=tmp_path,
                           env=env, capture_output=True, text=True)  # fmt: skip
   assert result.returncode == 0 and "Total params: 243,786" in result.stdout, result.stderr
 
 
+@pytest.mark.slow
 def test_a_run_and_a_sweep_end_by_saying_what_they_found_and_where(idx_dir, tmp_path):
   small = [f"--config.dataset.dir={idx_dir}", "--config.num_epochs=1", "--config.model.dense_features=(8,)"]
   result = run("-m", "convnet.main", "--config=configs/default.py", f"--workdir={tmp_path / 'run'}",
@@ -179,7 +184,7 @@ def test_a_run_and_a_sweep_end_by_saying_what_they_found_and_where(idx_dir, tmp_
   assert last.startswith("test accuracy ") and "after 1 epoch(s)" in last
   assert f"files in {tmp_path / 'run'}: config.json, metrics.jsonl, summary.json, checkpoints/, tensorboard/" in last
   result = run("-m", "convnet.main", "--config=configs/sweep.py", f"--workdir={tmp_path / 'sweep'}",
-               "--config.sweep.features=((8,8),)", "--config.sweep.kernel_size=(3,5)", "--config.sweep.seeds=(0,)",
+               "--config.sweep.axes.features=((8,8),)", "--config.sweep.axes.kernel_size=(3,5)", "--config.sweep.axes.seeds=(0,)",
                *small, "--config.num_epochs=3", "--config.learning_rate=0.003")  # fmt: skip
   assert result.returncode == 0, result.stderr
   lines = result.stdout.strip().splitlines()

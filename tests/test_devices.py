@@ -12,7 +12,7 @@ import pytest
 
 from convnet import models, runtime
 
-TWO_DEVICES = {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+TWO_DEVICES = {**os.environ, "PYTHONPATH": str(REPO / "src"), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
 
 def test_auto_ops_are_the_fast_ops_on_cpu_and_a_choice_elsewhere(monkeypatch):
@@ -59,7 +59,7 @@ def run_two_devices(*args, timeout=600):
 
 
 def test_a_gpu_asked_for_on_a_cpu_machine_is_one_line(idx_dir, tmp_path):
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
   args = [
     "-m",
     "convnet.main",
@@ -95,7 +95,7 @@ TWO_DEVICE_CHECKS = """
 import json, sys
 import jax
 from conftest import tiny_config
-from convnet import ensemble, input_pipeline, steps, train
+from convnet import input_pipeline, programs, steps, train
 
 assert jax.device_count() == 2, jax.devices()
 data_dir, work = sys.argv[1], sys.argv[2]
@@ -109,20 +109,21 @@ out["resumed"] = {"mesh": resumed["mesh"], "epoch": resumed["epoch"]}
 # Seeds split over the devices, each equal to its separate run.
 config = tiny_config(data_dir, num_devices=2).to_dict()
 data = input_pipeline.get_datasets(config["dataset"])
-program = ensemble.SeedsProgram(config, data, seeds=(0, 3))
+program = programs.SeedsProgram(config, data, seeds=(0, 3))
 together = [program.train_epoch(1), program.evaluate()]
-out["seeds_sharding"] = list(program.states.params["Conv_0"]["kernel"].sharding.spec)
+out["seeds_sharding"] = list(program.stacked.params["Conv_0"]["kernel"].sharding.spec)
 out["seeds"] = []
 for position, seed in enumerate((0, 3)):
   init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(seed))
   state = steps.create_train_state(init_rng, config, data.image_shape, data.num_classes)
-  alone = train.EpochProgram(state, data, {**config, "num_devices": 1}, shuffle_rng)
+  alone = programs.EpochProgram(state, data, {**config, "num_devices": 1}, shuffle_rng)
   state, metrics = alone.train_epoch(state, 1)
   out["seeds"].append([together[0][position]["loss"], metrics["loss"], together[1][position]["loss"], alone.evaluate(state)["loss"]])
 print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_two_devices_train_like_one_and_checkpoints_move_between_device_counts(idx_dir, tmp_path):
   script = tmp_path / "checks.py"
   script.write_text(TWO_DEVICE_CHECKS)
@@ -151,13 +152,14 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_train_one_run_and_only_process_0_writes(idx_dir, tmp_path):
   port = free_port()
   args = ["-m", "convnet.main", "--config=configs/default.py", f"--workdir={tmp_path / 'two'}",
           f"--config.dataset.dir={idx_dir}", "--config.model.features=(8,8)", "--config.model.dense_features=(16,)",
           "--config.num_epochs=2", "--config.batch_size=16", "--config.eval_batch_size=50", "--config.steps_per_call=0",
           "--config.progress=False", "--config.distributed=True"]  # fmt: skip
-  base = {**os.environ, "PYTHONPATH": str(REPO), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+  base = {**os.environ, "PYTHONPATH": str(REPO / "src"), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
           "JAX_NUM_PROCESSES": "2"}  # fmt: skip
   processes = [
     subprocess.Popen(
@@ -180,7 +182,7 @@ def test_two_processes_on_localhost_train_one_run_and_only_process_0_writes(idx_
   assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # one writer: each epoch once
 
   one = subprocess.run([sys.executable, *args[:3], f"--workdir={tmp_path / 'one'}", *args[4:-1]], cwd=REPO,
-                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)  # fmt: skip
+                       env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True, timeout=600)  # fmt: skip
   assert one.returncode == 0, one.stderr[-3000:]
   single = json.loads((tmp_path / "one" / "summary.json").read_text())
   assert single["mesh"] == {"data": 1}

@@ -1,16 +1,18 @@
-"""The documentation runs: every `python -m convnet...` command in README.md and experiments/*/README.md,
-and the README's Python block.
+"""The documentation runs: every `python -m convnet...` command in README.md, docs/*.md and
+experiments/*/README.md, and the README's Python block.
 
 Every command is parsed with its module's own flags and builds its model(s) here, in-process. Then,
 in a scratch directory, the commands run for real as written: the README's main job (the smoke
-sweep, on its real-data subset), the tools (summary, report, visualize, walkthrough), and single
-runs on a small subset of the data (the same command with a few --config.dataset/num_epochs flags
+sweep, on its real-data subset), the tools (model_table, report, pruning, visualize, walkthrough), and
+single runs on a small subset of the data (the same command with a few --config.dataset/num_epochs flags
 added); the other sweeps and the benchmark only parse here (the full grid takes an hour; the
-benchmark runs in test_benchmark.py). Last, the README's Python block runs as written.
+benchmark runs in test_benchmark.py). Last, the README's Python block runs as written. The docs' links
+lead to files and headings that exist.
 """
 
 import concurrent.futures
 import importlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -26,9 +28,13 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from convnet import cli, configuration, input_pipeline, models, sweep
+from convnet import cli, configuration, input_pipeline, models
+from convnet.sweep import trials
+from convnet.sweep.trials import expand
 
-DOCS = [REPO / "README.md", *sorted(REPO.glob("experiments/*/README.md"))]
+pytestmark = pytest.mark.docs
+
+DOCS = [REPO / "README.md", *sorted(REPO.glob("docs/*.md")), *sorted(REPO.glob("experiments/*/README.md"))]
 SMALL_RUN = [
   "--config.dataset.num_train_examples=256",
   "--config.dataset.num_test_examples=128",
@@ -77,15 +83,54 @@ def documented_commands() -> list[tuple[str, list[str], dict[str, str]]]:
 COMMANDS = documented_commands()
 
 
+def documented_in(doc: str) -> list[tuple[list[str], dict[str, str]]]:
+  """(argv, environment) of the commands that ``doc`` (a path from the repository's root) holds."""
+  return [(argv, env) for where, argv, env in COMMANDS if where.startswith(f"{doc}: ")]
+
+
 def test_the_docs_hold_the_commands_we_expect():
   modules = {argv[0] for _, argv, _ in COMMANDS}
-  assert {"convnet.main", "convnet.summary", "convnet.report", "convnet.visualize", "convnet.walkthrough",
+  assert {"convnet.main", "convnet.model_table", "convnet.report", "convnet.visualize", "convnet.walkthrough",
           "convnet.benchmark", "convnet.pruning"} <= modules  # fmt: skip
   assert len(COMMANDS) >= 25
-  assert any(argv[:2] == ["convnet.main", "--config=configs/sweep.py:smoke"] for _, argv, _ in COMMANDS)
-  assert any("XLA_FLAGS" in env for _, _, env in COMMANDS) and any("JAX_PROCESS_ID" in env for _, _, env in COMMANDS)
-  assert any("--config.executor=ray" in argv for _, argv, _ in COMMANDS)
-  assert any("--config.prune=pareto" in argv for _, argv, _ in COMMANDS)
+  # The README: the main job (the smoke sweep) and the usage of the main commands; the rest is in docs/.
+  readme = documented_in("README.md")
+  assert any(argv[:2] == ["convnet.main", "--config=configs/sweep.py:smoke"] for argv, _ in readme)
+  assert {"convnet.main", "convnet.model_table", "convnet.report", "convnet.visualize", "convnet.walkthrough"} <= {
+    argv[0] for argv, _ in readme
+  }
+  devices = documented_in("docs/devices.md")
+  assert any("XLA_FLAGS" in env for _, env in devices) and any("JAX_PROCESS_ID" in env for _, env in devices)
+  assert any("--config.sweep.executor.name=ray" in argv for argv, _ in documented_in("docs/ray.md"))
+  pruning = documented_in("docs/pruning.md")
+  assert any("--config.sweep.prune.method=pareto" in argv for argv, _ in pruning)
+  assert any(argv[0] == "convnet.pruning" for argv, _ in pruning)
+  assert any(argv[0] == "convnet.benchmark" for argv, _ in documented_in("docs/benchmarks.md"))
+  # The README's map names every page of docs/.
+  text = (REPO / "README.md").read_text()
+  pages = sorted(REPO.glob("docs/*.md"))
+  assert pages and all(f"](docs/{page.name})" in text for page in pages)
+
+
+def heading_anchors(path: Path) -> set[str]:
+  """The anchors GitHub gives a Markdown file's headings (lower case, punctuation dropped, spaces as '-')."""
+  text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+  return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", text, re.M)}
+
+
+def test_the_docs_links_lead_to_files_and_headings_that_exist():
+  broken = []
+  for doc in DOCS:
+    for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)):
+      if re.match(r"[a-z]+:", target):  # https:, mailto:
+        continue
+      path, _, anchor = target.partition("#")
+      destination = (doc.parent / path) if path else doc
+      missing = not destination.exists()
+      unknown = not missing and anchor and destination.suffix == ".md" and anchor not in heading_anchors(destination)
+      if missing or unknown:
+        broken.append(f"{doc.relative_to(REPO)}: {target}")
+  assert not broken
 
 
 def build(config) -> int:
@@ -99,20 +144,29 @@ def build(config) -> int:
   return models.count_params(variables["params"])
 
 
+def flags_of(module):
+  """The flag definitions of a `python -m` entry point: its own, or those of the one module with flags that it
+  runs (convnet.report runs convnet.results.report; convnet.pruning, convnet.sweep.replay)."""
+  if hasattr(module, "define_flags"):
+    return module.define_flags
+  (runs,) = {value for value in vars(module).values() if inspect.ismodule(value) and hasattr(value, "define_flags")}
+  return runs.define_flags
+
+
 @pytest.mark.parametrize("where, argv, env", COMMANDS, ids=[w for w, _, _ in COMMANDS])
 def test_each_documented_command_parses_and_builds_its_model(real_data_dir, where, argv, env):
   module = importlib.import_module(argv[0])
-  values = cli.parse(argv, module.define_flags)
+  values = cli.parse(argv, flags_of(module))
   if "config" in values and values.config is not None:
     config = values.config
-    trials = sweep.expand(config) if "sweep" in config else [sweep.Trial("run", {}, config)]
-    built = [build(trial.config) for trial in trials]
+    expanded = expand(config) if "sweep" in config else [trials.Trial("run", {}, config)]
+    built = [build(trial.config) for trial in expanded]
     assert all(count > 0 for count in built)
 
 
 def run_here(cwd: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-  # A local Ray (--config.executor=ray) with a token of its own: nothing written under the user's home.
-  env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_TOKEN": secrets.token_hex(16), **env}
+  # A local Ray (--config.sweep.executor.name=ray) with a token of its own: nothing written under the user's home.
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_TOKEN": secrets.token_hex(16), **env}
   return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -172,7 +226,12 @@ def readme_python_block() -> str:
 
 
 def test_the_readme_python_block_runs_as_written(workspace):
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  # Beside a clone of the repository named convnet (as `git clone` names it), with the installed package:
+  # the src layout keeps the folder from shadowing the package.
+  clone = workspace / "convnet"
+  if not clone.exists():
+    clone.symlink_to(REPO, target_is_directory=True)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   result = subprocess.run([sys.executable, "-c", readme_python_block()], cwd=workspace, env=env, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]

@@ -8,8 +8,11 @@ from conftest import tiny_config
 import numpy as np
 import pytest
 
-from convnet import provenance, train
+from convnet import train
 from convnet.errors import ConfigError
+from convnet.rundir import provenance
+
+pytestmark = pytest.mark.slow
 
 SUMMARY_FIELDS = {
     "train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_seconds", "examples_per_second",

@@ -4,18 +4,19 @@ from conftest import tiny_config
 import jax
 import pytest
 
-from convnet import ensemble, input_pipeline, steps, train
+from convnet import input_pipeline, programs, steps
 
 
+@pytest.mark.slow
 def test_seeds_in_lockstep_match_separate_runs(idx_dir):
   config = tiny_config(idx_dir, steps_per_call=0).to_dict()
   data = input_pipeline.get_datasets(config["dataset"])
-  program = ensemble.SeedsProgram(config, data, seeds=(0, 3))
+  program = programs.SeedsProgram(config, data, seeds=(0, 3))
   together = [(program.train_epoch(epoch), program.evaluate()) for epoch in (1, 2)]
   for position, seed in enumerate((0, 3)):
     init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(seed))
     state = steps.create_train_state(init_rng, config, data.image_shape, data.num_classes)
-    alone = train.EpochProgram(state, data, config, shuffle_rng)
+    alone = programs.EpochProgram(state, data, config, shuffle_rng)
     for epoch, (train_metrics, test_metrics) in zip((1, 2), together, strict=True):
       state, metrics = alone.train_epoch(state, epoch)
       assert train_metrics[position]["loss"] == pytest.approx(metrics["loss"], rel=1e-4)
@@ -28,4 +29,4 @@ def test_seeds_must_be_distinct(idx_dir):
   config = tiny_config(idx_dir).to_dict()
   data = input_pipeline.get_datasets(config["dataset"])
   with pytest.raises(ValueError, match="must be distinct"):
-    ensemble.SeedsProgram(config, data, seeds=(1, 1))
+    programs.SeedsProgram(config, data, seeds=(1, 1))

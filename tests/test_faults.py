@@ -16,12 +16,17 @@ import time
 from conftest import REPO, sweep_config, tiny_config
 import pytest
 
-from convnet import analysis, locks, logs, report, sweep, train
+from convnet import idx, train
 from convnet.errors import ConfigError, DataError, LockError, StorageError, TrainingError
+from convnet.results import analysis
+from convnet.rundir import files, locks, runlog
+from convnet.sweep import driver, store
+
+pytestmark = pytest.mark.slow
 
 
 def cli(*args, cwd=REPO, timeout=300):
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
   return subprocess.run(
     [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
   )
@@ -35,23 +40,25 @@ def one_error_line(result) -> str:
 
 
 def lines_of(workdir) -> list[dict]:
-  return logs.read_jsonl(Path(workdir) / "results.jsonl")
+  return files.read_jsonl(Path(workdir) / "results.jsonl")
 
 
 # 1. A sweep workdir refuses a result-changing config, and takes new axis values and harmless changes.
 def test_a_sweep_refuses_a_result_changing_config_but_can_be_extended(idx_dir, tmp_path):
-  sweep.run(sweep_config(idx_dir), tmp_path)
+  driver.run(sweep_config(idx_dir), tmp_path)
   before = (tmp_path / "results.jsonl").read_text()
   for field, value, message in (
     ("learning_rate", 0.01, "learning_rate: 0.001 there, 0.01 now"),
     ("num_epochs", 3, "num_epochs: 1 there, 3 now"),
   ):
     with pytest.raises(ConfigError, match=f"{tmp_path} holds a run with a different config \\({message}\\)"):
-      sweep.run(sweep_config(idx_dir, **{field: value}), tmp_path)
+      driver.run(sweep_config(idx_dir, **{field: value}), tmp_path)
   assert (tmp_path / "results.jsonl").read_text() == before
   assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 0.001  # not overwritten
-  extended = sweep_config(idx_dir, **{"sweep.seeds": (0, 1), "steps_per_call": 3, "report.rule": "within_tolerance"})
-  done = sweep.run(extended, tmp_path)
+  extended = sweep_config(
+    idx_dir, **{"sweep.axes.seeds": (0, 1), "steps_per_call": 3, "sweep.report.rule": "within_tolerance"}
+  )
+  done = driver.run(extended, tmp_path)
   assert [r["name"] for r in lines_of(tmp_path)] == [
     "features=4-4,kernel_size=3,seed=0",
     "features=4-4,kernel_size=3,seed=1",
@@ -67,17 +74,17 @@ def test_failed_trials_are_retried_by_cause_and_the_record_keeps_the_history(idx
     (data / f.name).write_bytes(f.read_bytes())
   good_labels = (data / "t10k-labels-idx1-ubyte.gz").read_bytes()
   (data / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")  # the test labels, broken
-  config = sweep_config(data, optimizer="sgd", momentum=0.0, **{"sweep.learning_rate": (1e-3, 1e12)})
-  config.sweep.features = ((4, 4), (4,) * 5)
+  config = sweep_config(data, optimizer="sgd", momentum=0.0, **{"sweep.axes.learning_rate": (1e-3, 1e12)})
+  config.sweep.axes.features = ((4, 4), (4,) * 5)
   work = tmp_path / "sweep"
-  sweep.run(config, work)
+  driver.run(config, work)
   first = {r["name"]: r for r in lines_of(work)}
   assert {r["status"] for r in first.values()} == {"failed", "skipped"}
   assert {r.get("cause") for r in first.values() if r["status"] == "failed"} == {"environment"}
 
   (data / "t10k-labels-idx1-ubyte.gz").write_bytes(good_labels)  # the data fixed
-  sweep.run(config, work)
-  second = report.read_results(work)
+  driver.run(config, work)
+  second = store.read_results(work)
   by_name = {r["name"]: r for r in second}
   ok, nan = (
     "features=4-4,kernel_size=3,learning_rate=0.001,seed=0",
@@ -87,10 +94,10 @@ def test_failed_trials_are_retried_by_cause_and_the_record_keeps_the_history(idx
   assert by_name[nan]["status"] == "failed" and by_name[nan]["cause"] == "training"
   assert len(lines_of(work)) == 6  # 2 skipped + 2 failed, then the 2 retried: the history is kept
 
-  sweep.run(config, work)  # nothing to do: its own failure stays failed, the skipped stay skipped
+  driver.run(config, work)  # nothing to do: its own failure stays failed, the skipped stay skipped
   assert len(lines_of(work)) == 6
-  config.retry_failed = True
-  sweep.run(config, work)
+  config.sweep.retry_failed = True
+  driver.run(config, work)
   assert len(lines_of(work)) == 7 and lines_of(work)[-1]["name"] == nan
 
 
@@ -100,17 +107,17 @@ LONG_RUN = ["convnet.main", "--config=configs/default.py", "--config.num_epochs=
 
 
 def start(args, cwd=REPO):
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
   return subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
 def wait_for_epochs(workdir: Path, count: int, process, timeout=240):
   deadline = time.time() + timeout
-  while time.time() < deadline and len(logs.read_jsonl(workdir / "metrics.jsonl")) < count:
+  while time.time() < deadline and len(files.read_jsonl(workdir / "metrics.jsonl")) < count:
     assert process.poll() is None, process.stderr.read()
     time.sleep(0.05)
-  assert len(logs.read_jsonl(workdir / "metrics.jsonl")) >= count
+  assert len(files.read_jsonl(workdir / "metrics.jsonl")) >= count
 
 
 # 3. One process per workdir: the second gets one line naming the holder; a kill -9 leaves no stale lock.
@@ -144,7 +151,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(idx_dir, tmp_path, 
   with caplog.at_level("WARNING", logger="convnet"):
     summary = train.train_and_evaluate(tiny_config(idx_dir, num_epochs=3, tensorboard=False), str(tmp_path))
   assert "skipped checkpoint(s) that do not restore" in caplog.text and str(newest) in caplog.text
-  assert [m["epoch"] for m in logs.read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3] and summary["epoch"] == 3
+  assert [m["epoch"] for m in files.read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3] and summary["epoch"] == 3
 
   for epoch_dir in (tmp_path / "checkpoints").iterdir():
     for f in epoch_dir.rglob("*"):
@@ -168,27 +175,27 @@ def test_corrupt_state_files_are_named_and_a_corrupt_result_line_reruns_its_tria
     broken = tmp_path / name
     broken.write_text("{not json")
     with pytest.raises(DataError, match=f"{broken}: corrupt, not JSON"):
-      logs.read_json(broken)
+      files.read_json(broken)
 
   work = tmp_path / "sweep"
-  config = sweep_config(idx_dir, **{"sweep.seeds": (0, 1, 2)})
-  sweep.run(config, work)
+  config = sweep_config(idx_dir, **{"sweep.axes.seeds": (0, 1, 2)})
+  driver.run(config, work)
   lines = (work / "results.jsonl").read_text().splitlines(keepends=True)
   (work / "results.jsonl").write_text(lines[0] + '{"name": "features=4-4,kern' + "\n" + lines[2])
   result = cli("convnet.report", f"--workdir={work}")
   assert result.returncode == 0 and "results.jsonl:2: corrupt line" in result.stderr
   with caplog.at_level("WARNING", logger="convnet"):
-    sweep.run(config, work)
+    driver.run(config, work)
   assert "results.jsonl:2: corrupt line" in caplog.text
-  assert sorted(r["name"] for r in report.read_results(work)) == [
+  assert sorted(r["name"] for r in store.read_results(work)) == [
     f"features=4-4,kernel_size=3,seed={s}" for s in range(3)
   ]
 
 
 # 6. A full disk stops the sweep with its records intact; a re-run resumes. A file as --workdir: one line.
 def test_a_full_disk_stops_the_sweep_with_its_records_intact(idx_dir, tmp_path, monkeypatch):
-  config = sweep_config(idx_dir, **{"sweep.seeds": (0, 1, 2)})
-  real_append = logs.append_jsonl
+  config = sweep_config(idx_dir, **{"sweep.axes.seeds": (0, 1, 2)})
+  real_append = files.append_jsonl
   calls = {"metrics": 0}
 
   def full_after_one_trial(path, record):
@@ -198,12 +205,12 @@ def test_a_full_disk_stops_the_sweep_with_its_records_intact(idx_dir, tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
     real_append(path, record)
 
-  monkeypatch.setattr(logs, "append_jsonl", full_after_one_trial)
+  monkeypatch.setattr(files, "append_jsonl", full_after_one_trial)
   with pytest.raises(StorageError, match=r"trial features=4-4,kernel_size=3,seed=1: .*metrics.jsonl: No space left"):
-    sweep.run(config, tmp_path)
+    driver.run(config, tmp_path)
   assert [r["name"] for r in lines_of(tmp_path)] == ["features=4-4,kernel_size=3,seed=0"]
-  monkeypatch.setattr(logs, "append_jsonl", real_append)
-  sweep.run(config, tmp_path)
+  monkeypatch.setattr(files, "append_jsonl", real_append)
+  driver.run(config, tmp_path)
   assert [r["status"] for r in lines_of(tmp_path)] == ["completed"] * 3
 
   a_file = tmp_path / "not_a_dir"
@@ -222,7 +229,7 @@ def test_an_os_error_from_deep_inside_a_command_is_one_line(tmp_path):
     "def main(values):\n  raise RuntimeError('orbax: ' + str(OSError(errno.ENOSPC, 'No space left on device')))\n"
     "cli.run(main)\n"
   )
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
   result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
   assert result.returncode == 1 and "No space left on device" in one_error_line(result)
 
@@ -246,7 +253,7 @@ def test_ctrl_c_prints_one_line_and_the_run_resumes(idx_dir, tmp_path):
   assert line.startswith("error: interrupted after epoch ") and line.endswith("re-run the same command to resume")
   rerun = cli(*args)
   assert rerun.returncode == 0, rerun.stderr
-  assert [m["epoch"] for m in logs.read_jsonl(tmp_path / "metrics.jsonl")] == list(range(1, 61))
+  assert [m["epoch"] for m in files.read_jsonl(tmp_path / "metrics.jsonl")] == list(range(1, 61))
 
 
 # 8. TensorBoard shows every epoch of metrics.jsonl once after a resume, whatever a kill left in its events.
@@ -257,7 +264,7 @@ def test_tensorboard_shows_every_epoch_once_after_resume(idx_dir, tmp_path):
   events_dir = tmp_path / "tensorboard"
   for f in events_dir.iterdir():
     f.unlink()  # killed before the events of epochs 1-2 were flushed (the worst case)
-  stray = logs.RunLog(tmp_path)
+  stray = runlog.RunLog(tmp_path)
   stray._add_scalars({"epoch": 1, "test_accuracy": 0.5})  # and an epoch-1 event besides
   stray.close()
   (tmp_path / "summary.json").unlink()
@@ -265,7 +272,7 @@ def test_tensorboard_shows_every_epoch_once_after_resume(idx_dir, tmp_path):
   accumulator = event_accumulator.EventAccumulator(str(events_dir))
   accumulator.Reload()
   steps = [e.step for e in accumulator.Scalars("test_accuracy")]
-  metrics = logs.read_jsonl(tmp_path / "metrics.jsonl")
+  metrics = files.read_jsonl(tmp_path / "metrics.jsonl")
   assert steps == [m["epoch"] for m in metrics] == [1, 2, 3]
   assert [e.value for e in accumulator.Scalars("test_accuracy")] == pytest.approx([m["test_accuracy"] for m in metrics])
 
@@ -299,8 +306,8 @@ def test_idx_classes_come_from_the_labels_and_too_many_examples_is_one_line(tmp_
 
   for split, num in (("train", 60), ("t10k", 20)):
     images, labels = make_images(num, num_classes=5)
-    input_pipeline.write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
-    input_pipeline.write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
+    idx.write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
+    idx.write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
   data = input_pipeline.get_datasets({"dir": str(tmp_path), "name": "fashion_mnist"})
   assert data.num_classes == 5 and data.class_names == ("0", "1", "2", "3", "4")  # the 10 names do not fit
   assert input_pipeline.peek_shape({"dir": str(tmp_path), "name": "fashion_mnist"}) == ((28, 28, 1), 5)
@@ -328,4 +335,4 @@ def test_a_run_stopped_by_stop_at_resumes_when_stop_at_no_longer_stops_it(idx_di
   assert again == stopped  # still stopped by the same stop_at: finished
   resumed = train.train_and_evaluate(tiny_config(idx_dir, num_epochs=6, learning_rate=3e-3), str(tmp_path))
   assert resumed["epoch"] == 6 and not resumed["stopped_early"]
-  assert [m["epoch"] for m in logs.read_jsonl(tmp_path / "metrics.jsonl")] == list(range(1, 7))
+  assert [m["epoch"] for m in files.read_jsonl(tmp_path / "metrics.jsonl")] == list(range(1, 7))

@@ -14,15 +14,19 @@ from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins.hparams import metadata
 from tensorboard.util import tensor_util
 
-from convnet import logs, report, sweep
+from convnet.results import report
+from convnet.rundir import files
+from convnet.sweep import driver
 
-FIELDS = {"sweep.features": ((4, 4), (6, 6)), "sweep.seeds": (0, 1), "tensorboard": True}
+pytestmark = pytest.mark.slow
+
+FIELDS = {"sweep.axes.features": ((4, 4), (6, 6)), "sweep.axes.seeds": (0, 1), "tensorboard": True}
 
 
 @pytest.fixture(scope="module")
 def swept(idx_dir, tmp_path_factory) -> Path:
   workdir = tmp_path_factory.mktemp("hparams") / "sweep"
-  sweep.run(sweep_config(idx_dir, **FIELDS), workdir)
+  driver.run(sweep_config(idx_dir, **FIELDS), workdir)
   return workdir
 
 
@@ -53,7 +57,7 @@ def test_each_trial_is_a_session_with_its_axes_and_metrics(swept):
   assert list(features.domain_discrete) == ["4-4", "6-6"]
   assert {m.name.tag for m in experiment.metric_infos} == {"test_accuracy", "test_loss", "seconds_per_epoch",
                                                            "num_params"}  # fmt: skip
-  results = {r["name"]: r for r in logs.read_jsonl(swept / "results.jsonl")}
+  results = {r["name"]: r for r in files.read_jsonl(swept / "results.jsonl")}
   assert sorted(sessions) == sorted(f"trials/{name}" for name in results)
   for name, result in results.items():
     values, metrics = sessions[f"trials/{name}"]
@@ -67,7 +71,7 @@ def test_each_trial_is_a_session_with_its_axes_and_metrics(swept):
 def test_a_rerun_and_the_report_write_nothing_twice(swept, idx_dir):
   before = read_back(swept)
   events = sorted(swept.rglob("events.out.tfevents.hparams"))
-  sweep.run(sweep_config(idx_dir, **FIELDS), swept)  # all recorded: nothing trains, the report is made again
+  driver.run(sweep_config(idx_dir, **FIELDS), swept)  # all recorded: nothing trains, the report is made again
   report.write_report(swept)
   assert sorted(swept.rglob("events.out.tfevents.hparams")) == events
   assert read_back(swept) == before  # one session per trial, each value once
@@ -105,7 +109,7 @@ def test_tensorboards_hparams_plugin_lists_a_session_group_per_trial(swept):
     server.kill()
     server.communicate()
   names = sorted(session["name"] for group in groups["sessionGroups"] for session in group["sessions"])
-  results = {r["name"]: r for r in logs.read_jsonl(swept / "results.jsonl")}
+  results = {r["name"]: r for r in files.read_jsonl(swept / "results.jsonl")}
   assert names == sorted(f"trials/{name}" for name in results)
   for group in groups["sessionGroups"]:
     (session,) = group["sessions"]

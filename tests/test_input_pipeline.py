@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from convnet import input_pipeline
+from convnet import idx, input_pipeline
 from convnet.errors import ConfigError, DataError
 
 
@@ -16,8 +16,8 @@ def test_idx_round_trip(tmp_path, name, dtype):
   array = (np.arange(2 * 3 * 5) - 7).astype(dtype).reshape(2, 3, 5)
   if dtype == np.uint8:
     array = np.arange(30, dtype=np.uint8).reshape(2, 3, 5)
-  input_pipeline.write_idx(tmp_path / name, array)
-  got = input_pipeline.read_idx(tmp_path / name)
+  idx.write_idx(tmp_path / name, array)
+  got = idx.read_idx(tmp_path / name)
   assert got.dtype == array.dtype and got.shape == array.shape
   np.testing.assert_array_equal(got, array)
 
@@ -41,7 +41,7 @@ def test_bad_idx_files_name_the_file_and_the_problem(tmp_path, content, message)
   path = tmp_path / "bad-idx1-ubyte"
   path.write_bytes(content)
   with pytest.raises(DataError) as info:
-    input_pipeline.read_idx(path)
+    idx.read_idx(path)
   assert str(path) in str(info.value) and message in str(info.value)
 
 
@@ -51,12 +51,12 @@ def test_truncated_and_corrupt_gzip(tmp_path):
   (tmp_path / "flipped.gz").write_bytes(data[:12] + bytes(b ^ 0xFF for b in data[12:20]) + data[20:])
   for name in ("cut.gz", "flipped.gz"):
     with pytest.raises(DataError, match=f"{name}: corrupt or truncated gzip data"):
-      input_pipeline.read_idx(tmp_path / name)
+      idx.read_idx(tmp_path / name)
 
 
 def test_missing_file(tmp_path):
   with pytest.raises(DataError, match="nope: file not found"):
-    input_pipeline.read_idx(tmp_path / "nope")
+    idx.read_idx(tmp_path / "nope")
 
 
 def test_load_idx_directory(idx_dir):
@@ -67,8 +67,8 @@ def test_load_idx_directory(idx_dir):
 
 
 def write_split(directory, images, labels, split="train"):
-  input_pipeline.write_idx(directory / f"{split}-images-idx3-ubyte", images)
-  input_pipeline.write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
+  idx.write_idx(directory / f"{split}-images-idx3-ubyte", images)
+  idx.write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
 
 
 def test_load_idx_checks_counts_labels_and_files(tmp_path):
@@ -142,8 +142,8 @@ def test_the_dataset_is_read_once_per_process_while_its_files_are_unchanged(idx_
   assert input_pipeline.load_idx(tmp_path) is first  # the same arrays, not read again
   with pytest.raises(ValueError, match="read-only"):
     first.train_images[0, 0, 0, 0] = 1  # shared by every trial of the process: nobody may change it
-  labels = input_pipeline.read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
+  labels = idx.read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
   labels[0] = (labels[0] + 1) % 10  # the same size, written at once: only the contents tell
-  input_pipeline.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+  idx.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
   changed = input_pipeline.load_idx(tmp_path)
   assert changed is not first and changed.test_labels[0] == labels[0] != first.test_labels[0]

@@ -6,6 +6,7 @@ import tomllib
 from conftest import REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+import pytest
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
@@ -42,3 +43,30 @@ def test_accelerator_extras_name_the_jax_builds():
   extras = PYPROJECT["project"]["optional-dependencies"]
   assert [Requirement(r).extras for r in extras["cuda"]] == [{"cuda13"}]
   assert [Requirement(r).extras for r in extras["tpu"]] == [{"tpu"}]
+
+
+@pytest.mark.install
+def test_commands_run_from_the_parent_of_a_clone_named_convnet_and_from_anywhere(idx_dir, tmp_path):
+  """A clone folder named convnet in the directory a command runs from cannot shadow the package (src layout)."""
+  import os
+  import subprocess
+  import sys
+
+  parent = tmp_path / "parent"
+  parent.mkdir()
+  (parent / "convnet").symlink_to(REPO, target_is_directory=True)  # the clone, as `git clone ... convnet` names it
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  small = [f"--config.dataset.dir={idx_dir}", "--config.num_epochs=1", "--config.model.features=(4,4)",
+           "--config.model.dense_features=(8,)", "--config.tensorboard=False", "--config.progress=False"]  # fmt: skip
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed package, as a user has it
+  for cwd in (parent, elsewhere):
+    where = subprocess.run([sys.executable, "-c", "import convnet; print(convnet.__file__)"], cwd=cwd, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert where.returncode == 0 and where.stdout.strip().endswith("src/convnet/__init__.py"), where.stderr
+  result = subprocess.run(  # a training from the parent: the package, its shipped configs (configs/ is not here)
+    [sys.executable, "-m", "convnet.main", "--config=configs/default.py", "--workdir=runs/one", *small],
+    cwd=parent, env=env, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "test accuracy" in result.stdout and (parent / "runs" / "one" / "summary.json").is_file()

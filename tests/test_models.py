@@ -39,7 +39,7 @@ def test_seed_network_shapes_and_pinned_parameter_count():
   assert models.count_params(params) == 243_786
   logits = model.apply({"params": params}, jnp.zeros((3, 28, 28, 1), jnp.uint8))
   assert logits.shape == (3, 10)
-  # 2 FLOPs per multiply-add: 10.112 MFLOP forward, as ../shared/PERFORMANCE_NOTES.md counts.
+  # 2 FLOPs per multiply-add: 10.112 MFLOP forward (convnet.model_table prints the same count).
   assert sum(s.flops for s in specs) == 10_112_000
 
 
@@ -96,6 +96,7 @@ def test_integer_images_are_scaled_and_float_images_used_as_given():
   np.testing.assert_allclose(from_uint8, from_float, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_config", [SEED, {"features": (8, 16), "kernel_size": (5, 3), "padding": "SAME"}])
 def test_fast_ops_equal_flax_layers_forward_and_gradient(model_config):
   fast, params = init({**model_config, "ops": "fast"})
@@ -124,6 +125,7 @@ def test_fast_ops_equal_flax_layers_forward_and_gradient(model_config):
 @pytest.mark.parametrize(
   "model_config", [SEED, {"features": (8, 8, 8), "kernel_size": (5, 3, 3), "pool_size": (2, 3, 1)}]
 )
+@pytest.mark.slow
 def test_cropping_to_the_pooled_region_changes_neither_logits_nor_gradients(model_config):
   cropped, params = init({**model_config, "crop_to_pool": True})
   full = cropped.clone(crop_to_pool=False)
@@ -150,6 +152,7 @@ def test_cropping_to_the_pooled_region_changes_neither_logits_nor_gradients(mode
   "model_config",
   [SEED, {"features": (6, 4), "kernel_size": (5, 3), "padding": "SAME", "pool_size": (3, 2), "dense_features": ()}],
 )
+@pytest.mark.slow
 def test_fused_first_layer_changes_neither_logits_nor_gradients(model_config):
   fused, params = init(model_config)  # fuse_max_channels=4: the 1-channel first conv is fused
   unfused = fused.clone(fuse_max_channels=0)
@@ -191,6 +194,7 @@ def test_executed_flops_count_the_cropped_conv():
   assert full["conv1"].executed_flops == full["conv1"].flops
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ops_name", ["fast", "flax"])
 def test_bfloat16_compute_keeps_float32_parameters_and_logits(ops_name):
   model32, params = init({**SEED, "ops": ops_name})

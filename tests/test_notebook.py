@@ -5,6 +5,9 @@ from pathlib import Path
 from conftest import REPO
 from nbclient import NotebookClient
 import nbformat
+import pytest
+
+pytestmark = pytest.mark.notebook
 
 NOTEBOOK = REPO / "experiments" / "course_lesson" / "lesson.ipynb"
 

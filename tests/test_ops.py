@@ -105,6 +105,7 @@ def separate_block(x, kernel, bias, size, padding):
     ((2, 9, 10, 2), (3, 2, 2, 5), 1, ((1, 0), (2, 1))),
   ],
 )
+@pytest.mark.slow
 def test_conv_relu_pool_equals_the_separate_ops_ties_included(x_shape, kernel_shape, size, padding):
   # Small integer inputs make exact ties in the pool windows (and exact zeros before the ReLU)
   # common, as Fashion-MNIST's blank backgrounds do: the gradient must go where max_pool sends it.

@@ -6,7 +6,8 @@ import subprocess
 from conftest import REPO
 import pytest
 
-from convnet import provenance, report
+from convnet.results import markdown
+from convnet.rundir import provenance
 
 GIT = shutil.which("git")
 
@@ -18,7 +19,7 @@ def git(directory, *args):
 @pytest.mark.skipif(GIT is None, reason="git is not installed")
 def test_two_commits_give_different_code_records(tmp_path):
   checkout = tmp_path / "checkout"
-  shutil.copytree(REPO / "convnet", checkout / "convnet", ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.copytree(REPO / "src" / "convnet", checkout / "convnet", ignore=shutil.ignore_patterns("__pycache__"))
   git(checkout, "init", "-q")
   git(checkout, "add", ".")
   git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
@@ -39,9 +40,9 @@ def test_two_commits_give_different_code_records(tmp_path):
 
 def test_outside_a_checkout_there_is_no_git_state_but_a_source_digest(tmp_path):
   copy = tmp_path / "site-packages" / "convnet"
-  shutil.copytree(REPO / "convnet", copy, ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.copytree(REPO / "src" / "convnet", copy, ignore=shutil.ignore_patterns("__pycache__"))
   assert provenance.git_state(copy) is None
-  assert provenance.source_digest(copy) == provenance.source_digest(REPO / "convnet")
+  assert provenance.source_digest(copy) == provenance.source_digest(REPO / "src" / "convnet")
 
 
 def test_code_record_names_the_ops_and_library_versions():
@@ -54,7 +55,8 @@ def test_code_record_names_the_ops_and_library_versions():
 def trial(name, source, machine="m1", backend="cpu", sources=None):
   code = {"convnet": "0.1.0", "source": source, "git": None, "versions": {"jax": "0.10.2"}}
   return {
-      "name": name, "status": "completed", "seed": 0, "test_accuracy": 0.9, "epoch_seconds": 1.0,
+      "name": name, "configuration": name.split(",")[0], "status": "completed", "seed": 0, "test_accuracy": 0.9,
+      "epoch_seconds": 1.0,
       "examples_per_second": 1.0, "num_params": 1, "flops_per_example": 1, "backend": backend, "device": "cpu:cpu",
       "machine": machine, "code": code, "code_sources": sources or [source],
   }  # fmt: skip
@@ -63,9 +65,9 @@ def trial(name, source, machine="m1", backend="cpu", sources=None):
 def test_report_warns_when_trials_ran_on_different_code_machines_or_backends():
   same = [trial("a,seed=0", "aaa"), trial("b,seed=0", "aaa")]
   assert provenance.differences(same) == []
-  assert "**Warning:**" not in report.markdown({}, same)
+  assert "**Warning:**" not in markdown.markdown({}, same)
   mixed = [trial("a,seed=0", "aaa"), trial("b,seed=0", "bbb", machine="m2", backend="gpu")]
-  text = report.markdown({}, mixed)
+  text = markdown.markdown({}, mixed)
   assert "the trials ran on 2 different code versions" in text and "source aaa" in text and "source bbb" in text
   assert "the trials ran on 2 different machines: m1 | m2" in text
   assert "the trials ran on 2 different backends" in text

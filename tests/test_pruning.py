@@ -4,9 +4,11 @@ sweep; tests/test_sweep.py and tests/test_executors.py run pruned sweeps."""
 
 import pytest
 
-from convnet import analysis, logs, pruning, report
 from convnet.errors import ConfigError
-from convnet.pruning import ONE_SEED_MARGIN, Standing
+from convnet.results import analysis, markdown, report
+from convnet.rundir import files
+from convnet.sweep import replay, strategies
+from convnet.sweep.strategies import ONE_SEED_MARGIN, Standing
 
 
 def s(name, mean, std, seconds, seeds=3):
@@ -15,7 +17,7 @@ def s(name, mean, std, seconds, seeds=3):
 
 def dominated(standings, **margins):
   """The dominance relation alone (no leader kept): the tests below are about it."""
-  return pruning.dominated(standings, keep_leaders=False, **margins)
+  return strategies.dominated(standings, keep_leaders=False, **margins)
 
 
 def test_a_slower_configuration_no_more_accurate_than_a_faster_one_is_stopped():
@@ -70,10 +72,10 @@ def test_leaders_are_kept_however_dominated():
     s("128k3", 0.8841, 0.0023, 29.56), s("128k5", 0.8837, 0.0046, 48.59),
   ]  # fmt: skip
   assert set(dominated(epoch_1)) == {"16k5", "32k5", "64k5", "128k3", "128k5"}
-  kept = pruning.dominated(epoch_1)  # within one std of the most accurate (64k5): may still become it
+  kept = strategies.dominated(epoch_1)  # within one std of the most accurate (64k5): may still become it
   assert set(kept) == {"16k5", "32k5"} and kept["32k5"].by == "32k3"
   one_seed = [s("fast", 0.900, 0.0, 1.0, seeds=1), s("slow", 0.903, 0.0, 2.0, seeds=1)]
-  assert pruning.dominated(one_seed) == {} and set(dominated(one_seed)) == {"slow"}
+  assert strategies.dominated(one_seed) == {} and set(dominated(one_seed)) == {"slow"}
 
 
 def test_only_a_configuration_that_trains_on_stops_another():
@@ -83,7 +85,7 @@ def test_only_a_configuration_that_trains_on_stops_another():
     s("16-16", 0.8734, 0.0065, 2.32), s("16-32", 0.8773, 0.0098, 2.65), s("16-64", 0.8853, 0.0072, 3.87),
     s("32-64", 0.8912, 0.0049, 5.68), s("64-128k5", 0.8962, 0.0018, 23.69),
   ]  # fmt: skip
-  verdicts = pruning.dominated(epoch_2)
+  verdicts = strategies.dominated(epoch_2)
   assert set(verdicts) == {"16-32", "32-64"}  # 16-64 goes on: the 16-32 that was level with it stops
   assert verdicts["16-32"].by == "16-16" and verdicts["32-64"].by == "16-64"
   assert dominated(epoch_2[1:3])["16-64"].by == "16-32"  # were 16-32 to go on, it would stop 16-64
@@ -92,20 +94,25 @@ def test_only_a_configuration_that_trains_on_stops_another():
 
 
 def test_pruning_config_values_are_checked():
-  base = {"num_epochs": 5, "prune": "pareto", "prune_rungs": (2, 1, 7), "prune_margin": 1.0}
-  assert pruning.rungs(base) == [1, 2]  # sorted; a rung at or past num_epochs is the last epoch anyway
-  assert pruning.rungs({**base, "prune": None}) == [] and pruning.rungs({**base, "prune": "None"}) == []
-  with pytest.raises(ConfigError, match=r"prune='halving' is not allowed; use None \(the full grid\) or one of"):
-    pruning.rungs({**base, "prune": "halving"})
+  base = {"method": "pareto", "rungs": (2, 1, 7), "margin": 1.0}
+
+  def rungs(prune):
+    return strategies.from_settings(prune, num_epochs=5).rungs
+
+  assert rungs(base) == (1, 2)  # sorted; a rung at or past num_epochs is the last epoch anyway
+  assert rungs({**base, "method": None}) == () and rungs({**base, "method": "None"}) == ()
+  assert isinstance(strategies.from_settings({**base, "method": None}, 5), strategies.Grid)
+  with pytest.raises(ConfigError, match=r"method='halving' is not allowed; use None \(the full grid\) or one of"):
+    rungs({**base, "method": "halving"})
   for bad in ((), (0,), (1.5,), "1"):
-    with pytest.raises(ConfigError, match=r"prune_rungs=.*give a tuple of epochs >= 1"):
-      pruning.rungs({**base, "prune_rungs": bad})
-  with pytest.raises(ConfigError, match=r"prune_margin=-1: give a number >= 0"):
-    pruning.rungs({**base, "prune_margin": -1})
+    with pytest.raises(ConfigError, match=r"sweep.prune.rungs=.*give a tuple of epochs >= 1"):
+      rungs({**base, "rungs": bad})
+  with pytest.raises(ConfigError, match=r"sweep.prune.margin=-1: give a number >= 0"):
+    rungs({**base, "margin": -1})
 
 
 def record(name, status, accuracy, seconds, epoch=5, **fields):
-  return {"name": name, "status": status, "seed": int(name[-1]), "test_accuracy": accuracy, "epoch_seconds": seconds,
+  return {"name": name, "configuration": name.rsplit(",seed=", 1)[0], "status": status, "seed": int(name[-1]), "test_accuracy": accuracy, "epoch_seconds": seconds,
           "examples_per_second": 1.0, "num_params": 1, "flops_per_example": 1, "epoch": epoch, **fields}  # fmt: skip
 
 
@@ -120,14 +127,14 @@ def test_the_report_chooses_among_finished_configurations_and_says_what_pruning_
     record("c=slow,seed=0", "pruned", 0.95, 3.0, epoch=1, **verdict),
     record("c=slow,seed=1", "pruned", 0.95, 3.0, epoch=1, **verdict),
   ]
-  config = {"num_epochs": 5, "prune": "pareto", "prune_rungs": (1, 2), "prune_margin": 1.0}
+  config = {"num_epochs": 5, "sweep": {"prune": {"method": "pareto", "rungs": (1, 2), "margin": 1.0}}}
   rows = analysis.aggregate(results)
   assert [r.name for r in rows] == ["c=fast", "c=mid"]
   assert analysis.chosen_sweet_spot(rows, config)[0].name == "c=mid"
   assert analysis.trial_epochs(results, 5) == (22, 30)
   [stopped] = analysis.pruned(results)
   assert (stopped.row.name, stopped.epoch, stopped.by, len(stopped.row.seeds)) == ("c=slow", 1, "c=fast", 2)
-  text = report.markdown(config, results)
+  text = markdown.markdown(config, results)
   assert "**Sweet spot: c=mid**" in text
   assert "Trial-epochs trained: 22 of the full grid's 30 (73%; saved 8)." in text
   assert "| c=slow | 1 | 2 | 95.00 ± 0.00 | 3.00 | c=fast | -0.10 | 0.40 | 3.00x |" in text
@@ -143,31 +150,31 @@ def test_replay_on_a_full_grid_says_what_pruning_would_stop_and_whether_the_answ
   # answer: the replay says so.
   accuracy = {"c=fast": (0.80, 0.83, 0.85), "c=slow": (0.80, 0.86, 0.90)}
   seconds = {"c=fast": 1.0, "c=slow": 3.0}
-  logs.write_json(tmp_path / "config.json", {"num_epochs": 3, "report": {"rule": "within_std"}})
+  files.write_json(tmp_path / "config.json", {"num_epochs": 3, "sweep": {"report": {"rule": "within_std"}}})
   for config, curve in accuracy.items():
     for seed in (0, 1):
       name = f"{config},seed={seed}"
       for epoch, value in enumerate(curve, 1):
-        logs.append_jsonl(tmp_path / "trials" / name / "metrics.jsonl",
+        files.append_jsonl(tmp_path / "trials" / name / "metrics.jsonl",
                           {"epoch": epoch, "test_accuracy": value + 0.01 * seed, "epoch_seconds": seconds[config],
                            "examples_per_second": 1.0})  # fmt: skip
-      logs.append_jsonl(
+      files.append_jsonl(
         tmp_path / "results.jsonl", record(name, "completed", curve[-1] + 0.01 * seed, seconds[config], 3)
       )
-  assert pruning.replay(tmp_path, [1]).stopped == {}  # level with the most accurate: a leader, kept
-  done = pruning.replay(tmp_path, [1], keep_leaders=False)
+  assert replay.replay(tmp_path, [1]).stopped == {}  # level with the most accurate: a leader, kept
+  done = replay.replay(tmp_path, [1], keep_leaders=False)
   assert set(done.stopped) == {"c=slow,seed=0", "c=slow,seed=1"} and done.stopped["c=slow,seed=0"][0] == 1
   assert (done.full_spot, done.pruned_spot) == ("c=slow", "c=fast")
   assert done.epochs == (8, 12) and done.train_seconds == (12.0, 24.0)
   text = done.text()
   assert "epoch 1: c=slow: c=fast is 3.00x faster and +0.00 points as accurate" in text
   assert "(a DIFFERENT answer)" in text and "trial-epochs: 8 of 12 (67%)" in text
-  later = pruning.replay(
+  later = replay.replay(
     tmp_path, [2], keep_leaders=False
   )  # by epoch 2 the slow one leads by 3 points, beyond the noise
   assert later.stopped == {} and "(the same answer)" in later.text() and later.epochs == (12, 12)
   assert "not a full grid" not in later.text()
-  logs.append_jsonl(tmp_path / "results.jsonl", record("c=mid,seed=0", "pruned", 0.83, 2.0, 1, pruned_at=1))
-  partial = pruning.replay(tmp_path, [2], keep_leaders=False)  # a pruned sweep: its finishers only
+  files.append_jsonl(tmp_path / "results.jsonl", record("c=mid,seed=0", "pruned", 0.83, 2.0, 1, pruned_at=1))
+  partial = replay.replay(tmp_path, [2], keep_leaders=False)  # a pruned sweep: its finishers only
   assert partial.left_out == ("c=mid",) and partial.epochs == (12, 12)
   assert "note: not a full grid: 1 configuration(s) did not finish there" in partial.text()

@@ -8,8 +8,9 @@ import sys
 from conftest import REPO
 import pytest
 
-from convnet import analysis, logs, report
 from convnet.errors import ConfigError
+from convnet.results import analysis, report
+from convnet.rundir import files
 
 
 def row(name, accuracy, seconds, accuracy_std=0.0):
@@ -32,13 +33,13 @@ def test_sweet_spot_rules():
   assert analysis.sweet_spot([a, b_noisy], "within_std")[0] is a
   assert analysis.sweet_spot([a, b], "within_tolerance", 0.02)[0] is a
   assert analysis.sweet_spot([a, b], "within_tolerance", 0.005)[0] is b
-  with pytest.raises(ConfigError, match="report.rule='best' is not allowed"):
+  with pytest.raises(ConfigError, match="sweep.report.rule='best' is not allowed"):
     analysis.sweet_spot([a, b], "best")
 
 
 def trial(name, seed, accuracy, seconds, status="completed"):
   return {
-      "name": f"{name},seed={seed}", "overrides": {"model.features": [int(name.split("=")[1])] * 2, "seed": seed},
+      "name": f"{name},seed={seed}", "configuration": name, "overrides": {"model.features": [int(name.split("=")[1])] * 2, "seed": seed},
       "seed": seed, "status": status, "test_accuracy": accuracy, "train_accuracy": accuracy + 0.02,
       "epoch_seconds": seconds, "examples_per_second": 60000 / seconds, "num_params": 1000, "flops_per_example": 2e6,
       "flatten_size": 400, "backend": "cpu", "device": "cpu:cpu", "machine": "test machine", "epoch": 2,
@@ -48,7 +49,7 @@ def trial(name, seed, accuracy, seconds, status="completed"):
 RESULTS = [
     trial("features=16", 0, 0.89, 4.0), trial("features=16", 1, 0.91, 6.0),
     trial("features=64", 0, 0.91, 18.0), trial("features=64", 1, 0.91, 20.0),
-    {"name": "features=9,seed=0", "overrides": {}, "seed": 0, "status": "failed", "error": "NaN/inf training loss"},
+    {"name": "features=9,seed=0", "configuration": "features=9", "overrides": {}, "seed": 0, "status": "failed", "error": "NaN/inf training loss"},
 ]  # fmt: skip
 
 
@@ -63,8 +64,8 @@ def test_aggregate_means_and_sample_std_over_completed_seeds():
 def test_report_files_from_a_fixture(tmp_path):
   for r in RESULTS[:4]:
     for epoch, acc in ((1, r["test_accuracy"] - 0.03), (2, r["test_accuracy"])):
-      logs.append_jsonl(tmp_path / "trials" / r["name"] / "metrics.jsonl", {"epoch": epoch, "test_accuracy": acc})
-  config = {"num_epochs": 2, "batch_size": 32, "report": {"rule": "within_std", "tolerance": 0.005}}
+      files.append_jsonl(tmp_path / "trials" / r["name"] / "metrics.jsonl", {"epoch": epoch, "test_accuracy": acc})
+  config = {"num_epochs": 2, "batch_size": 32, "sweep": {"report": {"rule": "within_std", "tolerance": 0.005}}}
   text = report.write_report(tmp_path, config, RESULTS).text
   assert "**Sweet spot: features=16**" in text  # 0.90 ± 0.014 is within one std of 0.91 ± 0
   assert "| features=9,seed=0 | failed | NaN/inf training loss |" in text
@@ -82,9 +83,9 @@ def test_report_files_from_a_fixture(tmp_path):
 
 def test_report_command_remakes_the_report_and_refuses_an_empty_dir(tmp_path):
   for r in RESULTS:
-    logs.append_jsonl(tmp_path / "results.jsonl", r)
-  logs.write_json(
-    tmp_path / "config.json", {"num_epochs": 2, "report": {"rule": "within_tolerance", "tolerance": 0.001}}
+    files.append_jsonl(tmp_path / "results.jsonl", r)
+  files.write_json(
+    tmp_path / "config.json", {"num_epochs": 2, "sweep": {"report": {"rule": "within_tolerance", "tolerance": 0.001}}}
   )
   result = subprocess.run(
     [sys.executable, "-m", "convnet.report", f"--workdir={tmp_path}"], cwd=REPO, capture_output=True, text=True
@@ -115,3 +116,17 @@ def test_report_files_get_the_usual_permissions(tmp_path):
   report.write_report(tmp_path, {"num_epochs": 2}, RESULTS)
   for name in ("report.md", "results.csv", "pareto.png"):
     assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+@pytest.mark.parametrize(
+  "sweep", sorted(p.parent.name for p in (REPO / "experiments" / "fashion_mnist_sweet_spot").glob("*/results.jsonl"))
+)
+def test_the_recorded_sweeps_still_read_to_the_tables_they_recorded(sweep):
+  """Sweeps recorded before today's layout (flat config fields, no configuration in result lines) read as then."""
+  directory = REPO / "experiments" / "fashion_mnist_sweet_spot" / sweep
+  recorded = (directory / "report.md").read_text()
+  again = report.read(directory)
+  assert [line for line in again.text.splitlines() if line.startswith("|")] == [
+    line for line in recorded.splitlines() if line.startswith("|")
+  ]
+  assert f"**Sweet spot: {again.sweet_spot.name}**" in recorded

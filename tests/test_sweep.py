@@ -12,19 +12,22 @@ from conftest import REPO, sweep_config
 from ml_collections import config_flags
 import pytest
 
-from convnet import configuration, logs, sweep
+from convnet import configuration
 from convnet.errors import ConfigError
+from convnet.rundir import files
+from convnet.sweep import driver, settings
+from convnet.sweep.trials import expand, resolve_axis
 
 SWEEP = REPO / "configs" / "sweep.py"
 
 
 def names(config):
-  return [t.name for t in sweep.expand(config)]
+  return [t.name for t in expand(config)]
 
 
 def test_default_sweep_is_the_product_of_its_axes():
   config = configuration.load_config(SWEEP)
-  trials = sweep.expand(config)
+  trials = expand(config)
   assert len(trials) == 4 * 2 * 3
   by_name = {t.name: t for t in trials}
   trial = by_name["features=32-32,kernel_size=5,seed=1"]
@@ -36,55 +39,56 @@ def test_default_sweep_is_the_product_of_its_axes():
 
 def test_zipped_axes_move_together():
   config = configuration.load_config(SWEEP)
-  config.sweep.features = ((16, 16), (64, 64))
-  config.sweep.kernel_size = (5, 3)
-  config.sweep.seeds = (0,)
-  config.sweep_zip = (("features", "kernel_size"),)
+  config.sweep.axes.features = ((16, 16), (64, 64))
+  config.sweep.axes.kernel_size = (5, 3)
+  config.sweep.axes.seeds = (0,)
+  config.sweep.zip = (("features", "kernel_size"),)
   assert names(config) == ["features=16-16,kernel_size=5,seed=0", "features=64-64,kernel_size=3,seed=0"]
-  config.sweep.kernel_size = (5, 3, 7)
+  config.sweep.axes.kernel_size = (5, 3, 7)
   with pytest.raises(ConfigError, match="axes of different lengths"):
-    sweep.expand(config)
+    expand(config)
 
 
 def test_an_axis_can_be_overridden_from_the_command_line():
-  argv = ["prog", f"--config={SWEEP}", "--config.sweep.seeds=(0,1,2,3,4)", "--config.sweep.kernel_size=(3,)"]
+  argv = ["prog", f"--config={SWEEP}", "--config.sweep.axes.seeds=(0,1,2,3,4)", "--config.sweep.axes.kernel_size=(3,)"]
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
   values(argv)
-  trials = sweep.expand(values.config)
+  trials = expand(values.config)
   assert len(trials) == 4 * 1 * 5 and trials[-1].name == "features=128-128,kernel_size=3,seed=4"
 
 
 def test_named_variants():
   smoke = configuration.load_config(f"{SWEEP}:smoke")
-  assert len(sweep.expand(smoke)) == 4 and smoke.num_epochs == 1 and smoke.dataset.num_train_examples == 2000
-  depth = sweep.expand(configuration.load_config(f"{SWEEP}:depth"))
+  assert len(expand(smoke)) == 4 and smoke.num_epochs == 1 and smoke.dataset.num_train_examples == 2000
+  depth = expand(configuration.load_config(f"{SWEEP}:depth"))
   assert sorted({len(t.config.model.features) for t in depth}) == [1, 2, 3] and len(depth) == 9
   wide_config = configuration.load_config(f"{SWEEP}:wide")
-  wide = sweep.expand(wide_config)
-  assert len(wide) == 4 * 4 * 2 * 3 and wide_config.prune == "pareto"
+  wide = expand(wide_config)
+  assert len(wide) == 4 * 4 * 2 * 3 and wide_config.sweep.prune.method == "pareto"
   assert {(16, 128), (128, 16), (64, 64)} <= {t.config.model.features for t in wide}  # each layer on its own
   with pytest.raises(ConfigError, match="no variant 'tall'; use configs/sweep.py, :smoke, :depth or :wide"):
     configuration.load_config(f"{SWEEP}:tall")
 
 
 def test_axis_names_resolve_to_one_config_field():
-  base = sweep.base_config(configuration.load_config(SWEEP)).to_dict()
-  assert sweep.resolve_axis("learning_rate", base) == "learning_rate"
-  assert sweep.resolve_axis("model__padding", base) == "model.padding"
+  base = settings.trial_base(configuration.load_config(SWEEP)).to_dict()
+  assert resolve_axis("learning_rate", base) == "learning_rate"
+  assert resolve_axis("model__padding", base) == "model.padding"
   with pytest.raises(ConfigError, match="sweep axis 'filters' matches no config field"):
-    sweep.resolve_axis("filters", base)
+    resolve_axis("filters", base)
   with pytest.raises(ConfigError, match=r"sweep axis 'name' is ambiguous"):
-    sweep.resolve_axis("name", {"a": {"name": 1}, "b": {"name": 2}})
+    resolve_axis("name", {"a": {"name": 1}, "b": {"name": 2}})
 
 
+@pytest.mark.slow
 def test_impossible_and_failing_trials_are_recorded_and_the_sweep_goes_on(idx_dir, tmp_path):
-  config = sweep_config(idx_dir, **{"sweep.features": ((4, 4), (4,) * 5)})
+  config = sweep_config(idx_dir, **{"sweep.axes.features": ((4, 4), (4,) * 5)})
   with config.unlocked():
-    config.sweep.learning_rate = (1e-3, 1e12)
+    config.sweep.axes.learning_rate = (1e-3, 1e12)
     config.optimizer = "sgd"
     config.momentum = 0.0
-  results = {r["name"]: r for r in sweep.run(config, tmp_path).results}
+  results = {r["name"]: r for r in driver.run(config, tmp_path).results}
   assert len(results) == 4
   skipped = [r for r in results.values() if r["status"] == "skipped"]
   assert len(skipped) == 2 and all("conv3: a 3x3 kernel does not fit its 1x1 input" in r["error"] for r in skipped)
@@ -93,10 +97,10 @@ def test_impossible_and_failing_trials_are_recorded_and_the_sweep_goes_on(idx_di
   assert failed["status"] == "failed" and "NaN/inf training loss" in failed["error"]
   ok = results["features=4-4,kernel_size=3,learning_rate=0.001,seed=0"]
   assert ok["status"] == "completed" and 0 <= ok["test_accuracy"] <= 1 and ok["num_params"] > 0
-  files = {p.name for p in tmp_path.iterdir()}
-  assert {"report.md", "results.csv"} <= files
-  assert not {"pareto.png", "learning_curves.png"} & files  # one configuration, one epoch: nothing to draw
-  summary = logs.read_json(tmp_path / "trials" / ok["name"] / "summary.json")
+  written = {p.name for p in tmp_path.iterdir()}
+  assert {"report.md", "results.csv"} <= written
+  assert not {"pareto.png", "learning_curves.png"} & written  # one configuration, one epoch: nothing to draw
+  summary = files.read_json(tmp_path / "trials" / ok["name"] / "summary.json")
   outside = summary["total_seconds"] - summary["train_seconds"]
   assert summary["resumed_from"] == 0 and outside > 0
   # The failed trial ran too (it stopped in epoch 1) but has no completed epoch: only the completed one counts.
@@ -109,12 +113,12 @@ sys.path[:0] = [{repo!r}, {tests!r}]
 from conftest import sweep_config
 
 def get_config():
-  return sweep_config({data!r}, num_epochs=40, **{{"sweep.seeds": (0, 1)}})
+  return sweep_config({data!r}, num_epochs=40, **{{"sweep.axes.seeds": (0, 1)}})
 """
 
 
 def start_sweep(config_path, workdir, *flags):
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
   return subprocess.Popen(
       [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={workdir}", *flags],
       cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -125,32 +129,33 @@ def start_and_kill_9(config_path, workdir, metrics, lines=3):
   """Starts the sweep and kills it (-9) once ``metrics`` (a trial's metrics.jsonl) has ``lines`` lines."""
   process = start_sweep(config_path, workdir)
   deadline = time.time() + 240
-  while time.time() < deadline and len(logs.read_jsonl(metrics)) < lines:
+  while time.time() < deadline and len(files.read_jsonl(metrics)) < lines:
     time.sleep(0.02)
   assert process.poll() is None, "the sweep ended before it could be killed: " + process.stderr.read()
   process.send_signal(signal.SIGKILL)
   process.wait()
 
 
+@pytest.mark.slow
 def test_kill_9_mid_trial_then_rerun_records_every_trial_exactly_once(idx_dir, tmp_path):
   config_path = tmp_path / "kill_sweep.py"
   config_path.write_text(KILL_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir)))
   workdir = tmp_path / "sweep"
   first = workdir / "trials" / "features=4-4,kernel_size=3,seed=0" / "metrics.jsonl"
   start_and_kill_9(config_path, workdir, first)
-  killed_at = len(logs.read_jsonl(first))
+  killed_at = len(files.read_jsonl(first))
   assert 3 <= killed_at < 40  # killed mid-trial
   assert not (workdir / "results.jsonl").exists()
 
   rerun = start_sweep(config_path, workdir)
   assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
-  results = logs.read_jsonl(workdir / "results.jsonl")
+  results = files.read_jsonl(workdir / "results.jsonl")
   assert sorted(r["name"] for r in results) == [
     "features=4-4,kernel_size=3,seed=0",
     "features=4-4,kernel_size=3,seed=1",
   ]
   assert all(r["status"] == "completed" and r["epoch"] == 40 for r in results)
-  assert [m["epoch"] for m in logs.read_jsonl(first)] == list(range(1, 41))  # resumed, no epoch twice
+  assert [m["epoch"] for m in files.read_jsonl(first)] == list(range(1, 41))  # resumed, no epoch twice
 
   # Killed mid-write of results.jsonl: a torn line, and a finished trial whose line never landed.
   text = (workdir / "results.jsonl").read_text().splitlines(keepends=True)
@@ -159,15 +164,15 @@ def test_kill_9_mid_trial_then_rerun_records_every_trial_exactly_once(idx_dir, t
   assert again.wait(timeout=300) == 0, again.stderr.read()
   lines = (workdir / "results.jsonl").read_text().splitlines()
   assert sorted(json.loads(line)["name"] for line in lines) == sorted(r["name"] for r in results)
-  assert [m["epoch"] for m in logs.read_jsonl(first)] == list(range(1, 41))  # not trained again
+  assert [m["epoch"] for m in files.read_jsonl(first)] == list(range(1, 41))  # not trained again
 
 
 def test_eta_fits_fixed_cost_plus_flops():
-  assert sweep.estimate_seconds([], [1.0]) is None
+  assert driver.estimate_seconds([], [1.0]) is None
   # One size seen: proportional to FLOPs.
-  assert sweep.estimate_seconds([(2.0, 10.0)], [2.0, 4.0]) == pytest.approx(30.0)
+  assert driver.estimate_seconds([(2.0, 10.0)], [2.0, 4.0]) == pytest.approx(30.0)
   # Two sizes: time = 5 + 2.5 * FLOPs fits both exactly (10 s at 2, 15 s at 4).
-  assert sweep.estimate_seconds([(2.0, 10.0), (4.0, 15.0)], [8.0, 2.0]) == pytest.approx(25.0 + 10.0)
+  assert driver.estimate_seconds([(2.0, 10.0), (4.0, 15.0)], [8.0, 2.0]) == pytest.approx(25.0 + 10.0)
 
 
 PRUNE_CONFIG = """
@@ -178,12 +183,13 @@ from conftest import sweep_config
 def get_config():
   # Two configurations, one seed each; a margin of 100 points: at the rung (epoch 20), the slower is
   # dominated by the faster whatever their accuracies (no leader kept), so exactly one trains on to epoch 40.
-  return sweep_config({data!r}, num_epochs=40, prune="pareto", prune_rungs=(20,), prune_one_seed_margin=1.0,
-                      prune_keep_leaders=False,
-                      **{{"sweep.features": ((4, 4), (8, 8))}})
+  return sweep_config({data!r}, num_epochs=40, **{{"sweep.prune.method": "pareto", "sweep.prune.rungs": (20,),
+                      "sweep.prune.one_seed_margin": 1.0, "sweep.prune.keep_leaders": False}},
+                      **{{"sweep.axes.features": ((4, 4), (8, 8))}})
 """
 
 
+@pytest.mark.slow
 def test_a_pruned_sweep_resumes_after_kill_9_and_never_trains_a_pruned_trial_again(idx_dir, tmp_path):
   config_path = tmp_path / "prune_sweep.py"
   config_path.write_text(PRUNE_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir)))
@@ -194,14 +200,14 @@ def test_a_pruned_sweep_resumes_after_kill_9_and_never_trains_a_pruned_trial_aga
 
   rerun = start_sweep(config_path, workdir)
   assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
-  results = {r["name"]: r for r in logs.read_jsonl(workdir / "results.jsonl")}
-  assert len(results) == len(logs.read_jsonl(workdir / "results.jsonl")) == 2  # every trial once
+  results = {r["name"]: r for r in files.read_jsonl(workdir / "results.jsonl")}
+  assert len(results) == len(files.read_jsonl(workdir / "results.jsonl")) == 2  # every trial once
   [pruned] = [r for r in results.values() if r["status"] == "pruned"]
   [kept] = [r for r in results.values() if r["status"] == "completed"]
   assert pruned["epoch"] == pruned["pruned_at"] == 20 and kept["epoch"] == 40
   assert pruned["pruned_by"] + ",seed=0" == kept["name"] and pruned["speedup"] > 1
   assert 0 <= pruned["test_accuracy"] <= 1 and "x faster and" in pruned["error"]  # the verdict in words
-  trial_epochs = {n: [m["epoch"] for m in logs.read_jsonl(workdir / "trials" / n / "metrics.jsonl")] for n in results}
+  trial_epochs = {n: [m["epoch"] for m in files.read_jsonl(workdir / "trials" / n / "metrics.jsonl")] for n in results}
   assert trial_epochs[pruned["name"]] == list(range(1, 21))  # stopped at the rung, each epoch once
   assert trial_epochs[kept["name"]] == list(range(1, 41))
   report_text = (workdir / "report.md").read_text()
@@ -213,12 +219,12 @@ def test_a_pruned_sweep_resumes_after_kill_9_and_never_trains_a_pruned_trial_aga
 
   # The same command again changes nothing; without pruning, the pruned trial trains on to epoch 40.
   assert start_sweep(config_path, workdir).wait(timeout=300) == 0
-  assert len(logs.read_jsonl(workdir / "results.jsonl")) == 2
-  full = start_sweep(config_path, workdir, "--config.prune=None")
+  assert len(files.read_jsonl(workdir / "results.jsonl")) == 2
+  full = start_sweep(config_path, workdir, "--config.sweep.prune.method=None")
   assert full.wait(timeout=300) == 0, full.stderr.read()
-  final = {r["name"]: r for r in logs.read_jsonl(workdir / "results.jsonl")}  # the later line wins
+  final = {r["name"]: r for r in files.read_jsonl(workdir / "results.jsonl")}  # the later line wins
   assert final[pruned["name"]]["status"] == "completed" and final[pruned["name"]]["epoch"] == 40
-  epochs = [m["epoch"] for m in logs.read_jsonl(workdir / "trials" / pruned["name"] / "metrics.jsonl")]
+  epochs = [m["epoch"] for m in files.read_jsonl(workdir / "trials" / pruned["name"] / "metrics.jsonl")]
   assert epochs == list(range(1, 41))  # resumed from its checkpoint at the rung
 
 

@@ -1,0 +1,76 @@
+"""Command line: train one config, or run a sweep when the config has a ``sweep`` group.
+
+    python -m convnet.main --config=configs/default.py --workdir=runs/default
+    python -m convnet.main --config=configs/default.py --workdir=runs/quick --config.num_epochs=1
+    python -m convnet.main --config=configs/sweep.py:smoke --workdir=runs/smoke
+
+A run ends by printing its final accuracy and where its files are; a sweep by printing its sweet
+spot and the paths of its report and plots. Bad config values, bad data and NaN losses end with one
+line on stderr and exit status 1.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+from absl import flags
+import jax
+
+from convnet import cli, devices, train
+from convnet.errors import ConfigError
+from convnet.results import analysis
+from convnet.sweep import driver, settings
+
+
+def define_flags(values: flags.FlagValues) -> None:
+  cli.define_config(values)
+  flags.DEFINE_string("workdir", None, "Directory for logs, checkpoints and results.", flag_values=values)
+  flags.mark_flag_as_required("workdir", flag_values=values)
+
+
+def main(values: flags.FlagValues) -> None:
+  config, workdir = values.config, Path(values.workdir)
+  if settings.is_sweep(config):
+    run_sweep(config, workdir)
+  else:
+    run_single(config, workdir)
+
+
+def run_sweep(config, workdir: Path) -> None:
+  """A sweep (a config with a ``sweep`` group): trains its trials and prints its sweet spot."""
+  if devices.cluster_requested(config):
+    raise ConfigError("a sweep runs in one process; distributed (many-host) runs are for a single config")
+  if settings.of(config).get("executor", {}).get("name", "local") == "ray":
+    # The driver checks shapes with JAX too: on a GPU it must not take the memory its workers train in.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  else:  # a Ray driver leaves the devices to its workers
+    logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
+  done = driver.run(config, workdir)
+  if done.sweet_spot is not None:
+    spot = done.sweet_spot
+    print(f"sweet spot: {spot.name}: {analysis.accuracy_text(spot)} test accuracy at {spot.seconds_mean:.2f} s/epoch")
+  else:
+    print(f"{analysis.chosen_sweet_spot(done.rows, config.to_dict())[1]} (see the report)")
+  print(f"report: {done.files[0]}; also: {', '.join(str(f) for f in done.files[1:])}")
+
+
+def run_single(config, workdir: Path) -> None:
+  """One run: trains it and prints its final accuracy and where its files are."""
+  devices.start_distributed(config)  # before anything starts the backend
+  logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
+  summary = train.train_and_evaluate(config, str(workdir))
+  if not devices.is_writer():
+    return  # process 0 of a many-host run says it
+  written = [
+    n
+    for n in ("config.json", "metrics.jsonl", "summary.json", "checkpoints/", "tensorboard/")
+    if (workdir / n).exists()
+  ]
+  print(
+    f"test accuracy {100 * summary['test_accuracy']:.2f}% after {summary['epoch']} epoch(s), "
+    f"{summary['epoch_seconds']:.2f} s/epoch (median); files in {workdir}: {', '.join(written)}"
+  )
+
+
+if __name__ == "__main__":
+  cli.run(main, define_flags)

@@ -1,0 +1,286 @@
+"""Compiled programs over device-resident data: one model, or several seeds of one config in lockstep.
+
+The dataset lives on the device as uint8 arrays. Each epoch draws a permutation on the device and
+runs its steps (``convnet.steps``) as a ``lax.scan`` inside compiled calls (``config.steps_per_call``
+steps per call; 0 = the whole epoch), with the train state donated; the host reads the metrics once
+per call when a progress bar is shown, else once per epoch. A last partial batch is kept and masked,
+train and test alike, so every example counts and the whole test set is scored. Between calls a
+Ctrl-C is taken (``convnet.interrupts.check``).
+
+* :class:`EpochProgram`: one model, data parallel over a mesh of devices (the benchmark uses it too);
+* :class:`SeedsProgram`: the models of several seeds of one config trained as one ``vmap``-ed program
+  (on an accelerator a batch-32 step leaves most of the device idle; mapping the step over seeds fills
+  it while each model still sees its own initialisation, its own shuffle and batches of 32). Each
+  seed's numbers equal those of a separate :class:`EpochProgram` run with that seed.
+
+Both meet the training loop (``convnet.train.fit``) through one interface, :class:`Program`: a list of
+models, each with its state, trained an epoch at a time and evaluated, every result one per model.
+:func:`build` makes the one that fits.
+"""
+
+from collections.abc import Mapping, Sequence
+import time
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from convnet import batching, configuration, devices, input_pipeline, interrupts, steps
+
+
+class Program(Protocol):
+  """What the training loop needs of a compiled program: ``count`` models trained together."""
+
+  count: int
+  num_train: int  # training examples per epoch
+  num_steps: int  # steps per epoch
+  compile_seconds: float
+  mesh: Mesh
+
+  def states(self) -> list[steps.TrainState]:
+    """Each model's train state (for checkpoints)."""
+
+  def load(self, states: Sequence[steps.TrainState]) -> None:
+    """Replaces the models' states (restored from checkpoints)."""
+
+  def train_epoch(self, epoch: int, bar=None) -> list[dict[str, float]]:
+    """One epoch for every model; each model's mean train loss and accuracy."""
+
+  def evaluate(self) -> list[dict[str, float]]:
+    """Each model's loss and accuracy over the whole test set."""
+
+
+def build(config: Mapping[str, Any], data: input_pipeline.Dataset, seeds: Sequence[int]) -> Program:
+  """The program for ``config`` with these seeds: one model, or the seeds in lockstep."""
+  if len(seeds) == 1:
+    return OneModel(config, data, seeds[0])
+  return SeedsProgram(config, data, seeds)
+
+
+def chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
+  """The (begin, end) steps of each compiled call of an epoch."""
+  size = num_steps if steps_per_call <= 0 else min(steps_per_call, num_steps)
+  return [(start, min(start + size, num_steps)) for start in range(0, num_steps, size)]
+
+
+def _show(bar, total: Mapping[str, Any], count: int) -> None:
+  """The progress bar's loss and accuracy so far (of the first model)."""
+  seen = steps.summarize(jax.tree_util.tree_map(lambda v: v if jnp.ndim(v) == 0 else v[0], total))
+  bar.set_postfix(loss=f"{seen['loss']:.4f}", accuracy=f"{seen['accuracy']:.4f}", refresh=False)
+  bar.update(count)
+
+
+class EpochProgram:
+  """One config's compiled programs over device-resident data: shuffle, train an epoch, evaluate.
+
+  The programs run on ``mesh`` (default: ``config.num_devices`` local devices, ``convnet.devices``):
+  the data and the state replicated, every batch's rows split across the devices. Everything is
+  compiled in the constructor (``compile_seconds``), so that epoch times exclude compilation.
+  The training loop (through :class:`OneModel`) and ``convnet.benchmark`` both run epochs through it.
+  """
+
+  def __init__(
+    self,
+    state: steps.TrainState,
+    data: input_pipeline.Dataset,
+    config: Mapping[str, Any],
+    shuffle_rng: jax.Array,
+    mesh: Mesh | None = None,
+  ):
+    self.mesh = mesh if mesh is not None else devices.make_mesh(config.get("num_devices"))
+    devices.check_divisible(self.mesh, {k: config[k] for k in ("batch_size", "eval_batch_size")})
+    self.replicated, rows = devices.replicated(self.mesh), devices.batch_sharding(self.mesh)
+    self.shuffle_rng = shuffle_rng
+    self.train_images, self.train_labels, self.test_images, self.test_labels = devices.put(
+      (data.train_images, data.train_labels, data.test_images, data.test_labels), self.replicated
+    )
+    self.num_train = len(data.train_labels)
+    self.num_steps = -(-self.num_train // config["batch_size"])
+    self.chunks = chunks(self.num_steps, config["steps_per_call"])
+    self.eval_indices, self.eval_mask = devices.put(
+      batching.batch_layout(len(data.test_labels), config["eval_batch_size"]), rows
+    )
+    state = self.place(state)
+    start = time.perf_counter()
+    key = jax.random.fold_in(shuffle_rng, 0)
+    shuffle = jax.jit(batching.shuffled_batches, static_argnums=(1, 2), out_shardings=rows)
+    self.shuffle_fn = shuffle.lower(key, self.num_train, config["batch_size"]).compile()
+    indices, mask = self.shuffle_fn(key)
+    train_chunk = jax.jit(steps.scan_updates, donate_argnums=0, out_shardings=self.replicated)
+    self.step_fns = {}
+    for begin, end in self.chunks:
+      if end - begin not in self.step_fns:
+        self.step_fns[end - begin] = train_chunk.lower(
+          state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
+        ).compile()
+    self.eval_fn = (
+      jax.jit(steps.scan_metrics, out_shardings=self.replicated)
+      .lower(state, self.test_images, self.test_labels, self.eval_indices, self.eval_mask)
+      .compile()
+    )
+    self.compile_seconds = time.perf_counter() - start
+
+  def place(self, state: steps.TrainState) -> steps.TrainState:
+    """``state`` replicated on the program's devices (a no-op for a state already there)."""
+    return devices.put(state, self.replicated)
+
+  def train_epoch(self, state: steps.TrainState, epoch: int, bar=None) -> tuple[steps.TrainState, dict[str, float]]:
+    """One epoch (shuffled by ``epoch``); returns the new state and the epoch's mean loss and accuracy.
+
+    The host reads the metrics once at the end, or after every call when ``bar`` is an active progress bar.
+    """
+    state = self.place(state)
+    indices, mask = self.shuffle_fn(jax.random.fold_in(self.shuffle_rng, epoch))
+    total = None
+    for begin, end in self.chunks:
+      state, metrics = self.step_fns[end - begin](
+        state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
+      )
+      total = metrics if total is None else jax.tree_util.tree_map(jnp.add, total, metrics)
+      interrupts.check()
+      if bar is not None and not bar.disable:
+        _show(bar, total, end - begin)
+    return state, steps.summarize(jax.device_get(total))
+
+  def evaluate(self, state: steps.TrainState) -> dict[str, float]:
+    """Loss and accuracy over the whole test set."""
+    return steps.summarize(
+      jax.device_get(self.eval_fn(state, self.test_images, self.test_labels, self.eval_indices, self.eval_mask))
+    )
+
+
+def _chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
+  size = num_steps if steps_per_call <= 0 else min(steps_per_call, num_steps)
+  return [(start, min(start + size, num_steps)) for start in range(0, num_steps, size)]
+
+
+class OneModel:
+  """One model as a :class:`Program`: an :class:`EpochProgram` and the state it trains."""
+
+  count = 1
+
+  def __init__(self, config: Mapping[str, Any], data: input_pipeline.Dataset, seed: int):
+    init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(seed))
+    state = steps.create_train_state(init_rng, config, data.image_shape, data.num_classes)
+    self.program = EpochProgram(state, data, config, shuffle_rng)
+    self.state = self.program.place(state)
+    self.mesh, self.num_train, self.num_steps = self.program.mesh, self.program.num_train, self.program.num_steps
+    self.compile_seconds = self.program.compile_seconds
+
+  def states(self) -> list[steps.TrainState]:
+    return [self.state]
+
+  def load(self, states: Sequence[steps.TrainState]) -> None:
+    (self.state,) = states
+    self.state = self.program.place(self.state)
+
+  def train_epoch(self, epoch: int, bar=None) -> list[dict[str, float]]:
+    self.state, metrics = self.program.train_epoch(self.state, epoch, bar)
+    return [metrics]
+
+  def evaluate(self) -> list[dict[str, float]]:
+    return [self.program.evaluate(self.state)]
+
+
+def _per_seed(metrics: Mapping[str, jax.Array], count: int) -> list[dict[str, float]]:
+  host = jax.device_get(metrics)
+  return [steps.summarize({k: v[i] for k, v in host.items()}) for i in range(count)]
+
+
+# The trainer's own step and evaluation, mapped over a leading seeds axis of the states (and of the
+# batch order, in training); the data is shared.
+_train_chunks = jax.vmap(steps.scan_updates, in_axes=(0, None, None, 0, 0))
+_evaluate = jax.vmap(steps.scan_metrics, in_axes=(0, None, None, None, None))
+
+
+class SeedsProgram:
+  """The models of ``seeds`` (stacked train states) and their compiled epoch and evaluation.
+
+  With several devices (``mesh``; default: ``config.num_devices`` local devices), the seeds are split
+  across them, each device training its own seeds with no communication; the number of seeds must
+  be a multiple of the number of devices.
+  """
+
+  def __init__(
+    self, config: Mapping[str, Any], data: input_pipeline.Dataset, seeds: Sequence[int], mesh: Mesh | None = None
+  ):
+    if not seeds or len(set(seeds)) != len(seeds):
+      raise ValueError(f"seeds={tuple(seeds)} must be distinct and non-empty")
+    self.seeds = tuple(seeds)
+    config = dict(config)
+    configuration.check_config({**config, "seed": 0})
+    self.mesh = mesh if mesh is not None else devices.make_mesh(config.get("num_devices"), axis="seeds")
+    devices.check_divisible(self.mesh, {"the number of seeds": len(self.seeds)})
+    per_seed, shared = devices.leading_sharding(self.mesh), devices.replicated(self.mesh)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
+    init_keys, shuffle_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    self.shuffle_keys = devices.put(shuffle_keys, per_seed)
+    states = jax.vmap(lambda k: steps.create_train_state(k, config, data.image_shape, data.num_classes))(init_keys)
+    self._per_seed = per_seed
+    self.stacked = devices.put(states, per_seed)  # every leaf with a leading seeds axis
+    self.images, self.labels, self.test_images, self.test_labels = devices.put(
+      (data.train_images, data.train_labels, data.test_images, data.test_labels), shared
+    )
+    self.count = len(self.seeds)
+    self.num_train, self.batch_size = len(data.train_labels), config["batch_size"]
+    self.num_steps = -(-self.num_train // self.batch_size)
+    self.chunks = chunks(self.num_steps, config["steps_per_call"])
+    self.eval_indices, self.eval_mask = devices.put(
+      batching.batch_layout(len(data.test_labels), config["eval_batch_size"]), shared
+    )
+    start = time.perf_counter()
+    self._shuffle = jax.jit(
+      jax.vmap(lambda k: batching.shuffled_batches(k, self.num_train, self.batch_size)), out_shardings=per_seed
+    )
+    indices, mask = self._shuffle(self._epoch_keys(0))
+    train = jax.jit(_train_chunks, donate_argnums=0, out_shardings=per_seed)
+    self._steps = {}
+    for begin, end in self.chunks:
+      if end - begin not in self._steps:
+        self._steps[end - begin] = train.lower(
+          self.stacked, self.images, self.labels, indices[:, begin:end], mask[:, begin:end]
+        ).compile()
+    self._eval = (
+      jax.jit(_evaluate, out_shardings=per_seed)
+      .lower(self.stacked, self.test_images, self.test_labels, self.eval_indices, self.eval_mask)
+      .compile()
+    )
+    self.compile_seconds = time.perf_counter() - start
+
+  def _epoch_keys(self, epoch: int) -> jax.Array:
+    return jax.vmap(lambda k: jax.random.fold_in(k, epoch))(self.shuffle_keys)
+
+  def states(self) -> list[steps.TrainState]:
+    return _unstacked(self.stacked, self.count)
+
+  def load(self, states: Sequence[steps.TrainState]) -> None:
+    self.stacked = devices.put(_stacked(states), self._per_seed)
+
+  def train_epoch(self, epoch: int, bar=None) -> list[dict[str, float]]:
+    """One epoch for every seed (each shuffled as its own run would be); loss and accuracy per seed."""
+    indices, mask = self._shuffle(self._epoch_keys(epoch))
+    total = None
+    for begin, end in self.chunks:
+      self.stacked, metrics = self._steps[end - begin](
+        self.stacked, self.images, self.labels, indices[:, begin:end], mask[:, begin:end]
+      )
+      total = metrics if total is None else jax.tree_util.tree_map(jnp.add, total, metrics)
+      interrupts.check()
+      if bar is not None and not bar.disable:
+        _show(bar, total, end - begin)
+    return _per_seed(total, self.count)
+
+  def evaluate(self) -> list[dict[str, float]]:
+    """Test loss and accuracy per seed, over the whole test set."""
+    return _per_seed(
+      self._eval(self.stacked, self.test_images, self.test_labels, self.eval_indices, self.eval_mask), self.count
+    )
+
+
+def _stacked(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _unstacked(tree: Any, count: int) -> list[Any]:
+  return [jax.tree.map(lambda leaf, i=i: leaf[i], tree) for i in range(count)]
