@@ -64,3 +64,18 @@ def test_the_report_on_a_full_disk_is_one_line_naming_the_file(small_disk):
   line = the_error_line(command("convnet.report", f"--workdir={sweep}"))
   assert f"{sweep}/" in line and "No space left on device" in line
   assert files.read_jsonl(sweep / "results.jsonl") == [record]  # nothing already written is lost
+
+
+def test_what_a_failed_save_leaves_behind_is_not_printed():
+  """Seen in CI once: asyncio logs a failed orbax write's task when it is collected, after the error line."""
+  import logging
+
+  from convnet import cli
+
+  def record(message):
+    return logging.LogRecord("asyncio", logging.ERROR, "base_events.py", 1771, message, None, None)
+
+  leftover = "Task exception was never retrieved\nfuture: <Task finished coro=<write() defined at /x/orbax/ser.py:1>>"
+  assert not cli._orbax_leftovers(record(leftover))
+  assert cli._orbax_leftovers(record("Task exception was never retrieved\nfuture: <Task finished coro=<mine()>>"))
+  assert cli._orbax_leftovers(record("Executing <Task ...> took 2.1 seconds"))

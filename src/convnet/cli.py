@@ -200,6 +200,12 @@ def _quiet_closed_loops(hook):
   return quiet
 
 
+def _orbax_leftovers(record: logging.LogRecord) -> bool:
+  """False for asyncio's "Task exception was never retrieved" about an orbax write that failed: the failed
+  checkpoint save already raised (and was said as one line); its tasks are collected later."""
+  return not (record.getMessage().startswith("Task exception was never retrieved") and "orbax" in record.getMessage())
+
+
 def run(main: Callable[[flags.FlagValues], None], define_flags: DefineFlags | None = None) -> None:
   """The entry point: XLA flags, then ``main(FLAGS)`` with one-line errors (see the module docstring)."""
   if define_flags is not None:
@@ -213,6 +219,7 @@ def run(main: Callable[[flags.FlagValues], None], define_flags: DefineFlags | No
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("convnet").setLevel(logging.INFO)
     sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
+    logging.getLogger("asyncio").addFilter(_orbax_leftovers)
     try:
       main(flags.FLAGS)
     except Interrupted as e:
