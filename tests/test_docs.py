@@ -12,7 +12,6 @@ lead to files and headings that exist.
 
 import concurrent.futures
 import importlib
-import inspect
 import json
 import os
 from pathlib import Path
@@ -144,19 +143,10 @@ def build(config) -> int:
   return models.count_params(variables["params"])
 
 
-def flags_of(module):
-  """The flag definitions of a `python -m` entry point: its own, or those of the one module with flags that it
-  runs (convnet.report runs convnet.results.report; convnet.pruning, convnet.sweep.replay)."""
-  if hasattr(module, "define_flags"):
-    return module.define_flags
-  (runs,) = {value for value in vars(module).values() if inspect.ismodule(value) and hasattr(value, "define_flags")}
-  return runs.define_flags
-
-
 @pytest.mark.parametrize("where, argv, env", COMMANDS, ids=[w for w, _, _ in COMMANDS])
 def test_each_documented_command_parses_and_builds_its_model(real_data_dir, where, argv, env):
   module = importlib.import_module(argv[0])
-  values = cli.parse(argv, flags_of(module))
+  values = cli.parse(argv, module.define_flags)
   if "config" in values and values.config is not None:
     config = values.config
     expanded = expand(config) if "sweep" in config else [trials.Trial("run", {}, config)]

@@ -89,3 +89,11 @@ def test_a_sweep_recorded_in_the_old_flat_layout_reads_in_todays():
     "executor": {"name": "local", "trial_resources": {"cpu": 1.0, "gpu": None}},
   }  # fmt: skip
   assert set(new) == {"num_epochs", "sweep"} and settings.upgrade(new) == new
+
+
+def test_a_sweep_config_in_the_old_flat_layout_gets_one_line_saying_where_the_axes_live(idx_dir):
+  config = sweep_config(idx_dir)
+  with config.unlocked():
+    config.sweep = {"features": ((4, 4),), "seeds": (0,)}  # a user's config file written before config.sweep.axes
+  with pytest.raises(ConfigError, match=r"config.sweep has no axes group \(it has features, seeds\): sweep axes"):
+    driver.run(config, "unused")

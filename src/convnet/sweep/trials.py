@@ -101,6 +101,12 @@ def _groups(axes: Mapping[str, tuple], zip_groups) -> list[tuple[str, ...]]:
 
 def expand(config: ml_collections.ConfigDict) -> list[Trial]:
   """All trials of ``config.sweep.axes``: the product of the axes, zipped groups moving together."""
+  if "axes" not in config.sweep:
+    raise ConfigError(
+      f"config.sweep has no axes group (it has {', '.join(config.sweep.keys()) or 'nothing'}): sweep axes live in "
+      "config.sweep.axes, e.g. config.sweep.axes.features = ((16, 16), (32, 32)), and every other sweep-level "
+      "field under config.sweep too (configs/sweep.py shows them all)"
+    )
   base = settings.trial_base(config)
   axes = {name: tuple(values) for name, values in config.sweep.axes.items()}
   if not axes:
