@@ -6,7 +6,7 @@ import logging
 from conftest import free_port, sweep_config, tiny_config
 import pytest
 
-from convnet import cli, pruning, train
+from convnet import cli, main, pruning, train
 from convnet.errors import ConfigError, DataError
 from convnet.rundir import files
 from convnet.sweep import driver, settings, store
@@ -97,3 +97,28 @@ def test_a_sweep_config_in_the_old_flat_layout_gets_one_line_saying_where_the_ax
     config.sweep = {"features": ((4, 4),), "seeds": (0,)}  # a user's config file written before config.sweep.axes
   with pytest.raises(ConfigError, match=r"config.sweep has no axes group \(it has features, seeds\): sweep axes"):
     driver.run(config, "unused")
+
+
+def test_a_run_and_a_sweep_never_share_a_workdir(idx_dir, tmp_path):
+  train.train_and_evaluate(tiny_config(idx_dir, num_epochs=1, tensorboard=False), str(tmp_path / "run"))
+  with pytest.raises(ConfigError, match=r"run holds a single run, not a sweep \(its config.json\)"):
+    driver.run(sweep_config(idx_dir), tmp_path / "run")
+  assert not (tmp_path / "run" / "results.jsonl").exists()
+  driver.run(sweep_config(idx_dir), tmp_path / "sweep")
+  with pytest.raises(ConfigError, match=r"sweep holds a sweep, not a single run .*its trials/<name>/ folders"):
+    train.train_and_evaluate(tiny_config(idx_dir, num_epochs=1), str(tmp_path / "sweep"))
+  with pytest.raises(ConfigError, match=r"sweep holds a sweep with a different config \(num_epochs: 1 there, 2 now\)"):
+    driver.run(sweep_config(idx_dir, num_epochs=2), tmp_path / "sweep")
+
+
+@pytest.mark.parametrize(
+  "old, new",
+  [("--config.prune=pareto", "--config.sweep.prune.method"), ("--config.executor=ray", "--config.sweep.executor.name"),
+   ("--config.sweep.features=((8,8),)", "--config.sweep.axes.features"), ("--config.sweep_zip=()", "--config.sweep.zip")],
+)  # fmt: skip
+def test_a_sweep_field_given_by_its_old_name_gets_its_new_name(old, new, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.parse(["main", "--config=configs/sweep.py:smoke", "--workdir=unused", old], main.define_flags)
+  error = capsys.readouterr().err.strip()
+  assert exit_.value.code == 1 and error.startswith(f"error: {old}: no such config field")
+  assert error.endswith(f"sweep-level fields live under config.sweep now: {new}")

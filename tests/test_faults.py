@@ -51,7 +51,7 @@ def test_a_sweep_refuses_a_result_changing_config_but_can_be_extended(idx_dir, t
     ("learning_rate", 0.01, "learning_rate: 0.001 there, 0.01 now"),
     ("num_epochs", 3, "num_epochs: 1 there, 3 now"),
   ):
-    with pytest.raises(ConfigError, match=f"{tmp_path} holds a run with a different config \\({message}\\)"):
+    with pytest.raises(ConfigError, match=f"{tmp_path} holds a sweep with a different config \\({message}\\)"):
       driver.run(sweep_config(idx_dir, **{field: value}), tmp_path)
   assert (tmp_path / "results.jsonl").read_text() == before
   assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 0.001  # not overwritten

@@ -32,6 +32,7 @@ from ml_collections import config_flags
 from convnet import configuration, runtime
 from convnet.errors import ConfigError, ConvnetError, Interrupted, storage_problem
 from convnet.rundir import files
+from convnet.sweep import settings
 
 DefineFlags = Callable[[flags.FlagValues], None]
 
@@ -58,6 +59,9 @@ def _unknown_field(error: Exception, argv: Sequence[str]) -> str:
   for arg in argv:
     name = arg.split("=", 1)[0]
     if name.startswith("--config.") and re.search(rf"\b{re.escape(name.rsplit('.', 1)[-1])}\b", text):
+      moved = settings.moved_to(name[len("--config.") :])
+      if moved:
+        suffix = f"; sweep-level fields live under config.sweep now: --config.{moved}"
       return f"{arg}: no such config field{suffix}"
   return f"unknown config field {text.splitlines()[0]}{suffix}"
 

@@ -131,6 +131,13 @@ def check_same_run(
   not ``resumable`` (a field's path, or a group's: ``model`` covers ``model.features``)."""
   if previous is None:
     return
+  kinds = {True: "a sweep", False: "a single run"}
+  was, is_now = "sweep" in previous, "sweep" in current  # a sweep config has a `sweep` group (convnet.sweep.settings)
+  if was != is_now:
+    raise ConfigError(
+      f"{workdir} holds {kinds[was]}, not {kinds[is_now]} (its config.json); use another --workdir"
+      + (" (a sweep's trials are its trials/<name>/ folders)" if was else "")
+    )
   before, now = _comparable(previous), _comparable(current)
 
   def may_change(key: str) -> bool:
@@ -140,6 +147,6 @@ def check_same_run(
   if changed:
     k = changed[0]
     raise ConfigError(
-      f"{workdir} holds a run with a different config ({k}: {before.get(k)!r} there, "
+      f"{workdir} holds {'a sweep' if is_now else 'a run'} with a different config ({k}: {before.get(k)!r} there, "
       f"{now.get(k)!r} now); use another --workdir"
     )

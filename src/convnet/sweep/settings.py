@@ -65,6 +65,18 @@ def of(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
   return configuration.to_dict(config)[GROUP]
 
 
+def moved_to(old: str) -> str | None:
+  """Where a field of the old, flat layout lives now (``prune`` -> ``sweep.prune.method``;
+  ``sweep.features`` -> ``sweep.axes.features``), or None for a field that did not move."""
+  head, _, rest = old.partition(".")
+  if head in _FLAT:
+    return ".".join((GROUP, *_FLAT[head], *([rest] if rest else [])))
+  if head == GROUP and rest and rest.split(".")[0] not in ("axes", "zip", "retry_failed", "seeds_together", "prune",
+                                                          "executor", "report"):  # fmt: skip
+    return f"{GROUP}.axes.{rest}"
+  return None
+
+
 def upgrade(recorded: Mapping[str, Any]) -> dict[str, Any]:
   """A recorded sweep config in today's layout (a config.json written before the sweep group held
   every sweep-level field is moved into it; one in today's layout is returned as it is)."""
