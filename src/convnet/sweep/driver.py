@@ -82,6 +82,7 @@ class Driver:
 
   def __init__(self, config: dict[str, Any], store: SweepStore, expanded: list[trials.Trial], strategy):
     self.config, self.store, self.trials, self.strategy = config, store, expanded, strategy
+    self.by_name = {t.name: t for t in expanded}
     self.sweep = settings.of(config)
     self.executor_name = (self.sweep.get("executor") or {}).get("name", "local")
     self.done = {r["name"]: r for r in store.results()}
@@ -197,13 +198,12 @@ class Driver:
     """Records a finished task's trials: a line per trial, never twice in one run. At a rung (``rung``
     given) a trial that reached it gets no line yet; one that failed or stopped early (``stop_at``)
     is finished and gets its line now."""
-    by_name = {t.name: t for t in self.trials}
     for outcome in outcomes:
       name = outcome["name"]
       if name in self.recorded or name not in self.flatten:
         log.warning("trial %s was delivered again; its line is already in %s", name, self.store.results_path)
         continue
-      trial, cause = by_name[name], outcome.get("cause")
+      trial, cause = self.by_name[name], outcome.get("cause")
       if cause == "storage":
         raise StorageError(f"trial {name}: {outcome['error']}; free some space and re-run the same command to resume")
       if cause == "unshared":
