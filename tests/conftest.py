@@ -75,6 +75,7 @@ def sweep_config(data_dir, **fields):
   ``fields`` by dotted path, e.g. ``**{"sweep.axes.seeds": (0, 1)}``."""
   config = configuration.load_config(REPO / "configs" / "sweep.py")
   config.dataset.dir = str(data_dir)
+  config.dataset.validation_size = 60  # of the fixture's 300 training images
   config.num_epochs = 1
   config.batch_size = 16
   config.steps_per_call = 0

@@ -1,7 +1,12 @@
 """The data: IDX files (``convnet.idx``), a TFDS source, and the whole dataset in memory as uint8 arrays.
 
 ``get_datasets(config)`` returns a :class:`Dataset` of ``(N, H, W, C)`` uint8 images and int32
-labels, train and test. Images stay uint8 until the compiled step scales them (in the model).
+labels, train and test, and a validation split when ``config.dataset.validation_size`` asks for one.
+Images stay uint8 until the compiled step scales them (in the model).
+
+The validation split is carved from the training images before ``num_train_examples`` is applied
+(``convnet.splits``): stratified, the same images for every seed, configuration and trial size.
+Sweeps decide on it; the test split only reports.
 
 ``config.dataset.source``:
   * ``'idx'``: the original IDX files (``train-images-idx3-ubyte[.gz]``, ...) in ``config.dataset.dir``;
@@ -23,7 +28,7 @@ import zlib
 
 import numpy as np
 
-from convnet import idx
+from convnet import idx, splits
 from convnet.errors import ConfigError, DataError
 
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
@@ -55,6 +60,17 @@ class Dataset:
   test_labels: np.ndarray
   class_names: tuple[str, ...]
   source: str  # where the data came from, for logs
+  validation_images: np.ndarray | None = None  # carved from the training images (dataset.validation_size)
+  validation_labels: np.ndarray | None = None
+
+  @property
+  def eval_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The splits that are scored after every epoch: ``validation`` (when there is one), then ``test``."""
+    splits = {}
+    if self.validation_labels is not None:
+      splits["validation"] = (self.validation_images, self.validation_labels)
+    splits["test"] = (self.test_images, self.test_labels)
+    return splits
 
   @property
   def num_classes(self) -> int:
@@ -191,25 +207,6 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
   return Dataset(*arrays, class_names=class_names, source=f"tfds:{name}")
 
 
-def _subset(dataset: Dataset, num_train: int | None, num_test: int | None) -> Dataset:
-  for field, value, available in (
-    ("num_train_examples", num_train, len(dataset.train_labels)),
-    ("num_test_examples", num_test, len(dataset.test_labels)),
-  ):
-    if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= available):
-      raise ConfigError(
-        f"dataset.{field}={value!r} is not allowed; {dataset.source} has {available:,} of them: "
-        f"use 1..{available} or None (all)"
-      )
-  return dataclasses.replace(
-    dataset,
-    train_images=dataset.train_images[:num_train],
-    train_labels=dataset.train_labels[:num_train],
-    test_images=dataset.test_images[:num_test],
-    test_labels=dataset.test_labels[:num_test],
-  )
-
-
 def peek_shape(dataset_config: Mapping[str, Any]) -> tuple[tuple[int, int, int], int]:
   """(image shape, number of classes) of the configured data without loading the images."""
   source = dataset_config.get("source", "idx")
@@ -243,7 +240,7 @@ def peek_shape(dataset_config: Mapping[str, Any]) -> tuple[tuple[int, int, int],
 
 
 def get_datasets(dataset_config: Mapping[str, Any]) -> Dataset:
-  """The train and test splits that ``config.dataset`` asks for, in memory."""
+  """The train, validation and test splits that ``config.dataset`` asks for, in memory."""
   source = dataset_config.get("source", "idx")
   name = dataset_config.get("name", "fashion_mnist")
   if source not in SOURCES:
@@ -263,4 +260,5 @@ def get_datasets(dataset_config: Mapping[str, Any]) -> Dataset:
       dataset = load_tfds(name, dataset_config.get("tfds_data_dir"))
     except DataError as e:
       raise DataError(f"{e}; {GET_DATA_HELP}") from None
-  return _subset(dataset, dataset_config.get("num_train_examples"), dataset_config.get("num_test_examples"))
+  dataset = splits.split_validation(dataset, dataset_config.get("validation_size"))
+  return splits.subset(dataset, dataset_config.get("num_train_examples"), dataset_config.get("num_test_examples"))

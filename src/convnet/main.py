@@ -66,8 +66,10 @@ def run_single(config, workdir: Path) -> None:
     for n in ("config.json", "metrics.jsonl", "summary.json", "checkpoints/", "tensorboard/")
     if (workdir / n).exists()
   ]
+  held_out = (f"validation accuracy {100 * summary['validation_accuracy']:.2f}%, "
+              if "validation_accuracy" in summary else "")  # fmt: skip
   print(
-    f"test accuracy {100 * summary['test_accuracy']:.2f}% after {summary['epoch']} epoch(s), "
+    f"{held_out}test accuracy {100 * summary['test_accuracy']:.2f}% after {summary['epoch']} epoch(s), "
     f"{summary['epoch_seconds']:.2f} s/epoch (median); files in {workdir}: {', '.join(written)}"
   )
 

@@ -86,7 +86,7 @@ def convnet_worker(data, batch_size: int, variant: str) -> tuple[dict[str, Any],
     holder["state"], metrics = program.train_epoch(holder["state"], index)
     seconds = time.perf_counter() - start
     return {"epoch_seconds": seconds, "train_loss": metrics["loss"],
-            "test_accuracy": program.evaluate(holder["state"])["accuracy"]}  # fmt: skip
+            "test_accuracy": program.evaluate(holder["state"])["test_accuracy"]}  # fmt: skip
 
   environment = provenance.environment()
   settings = f"whole epoch in one compiled call, backend {environment['backend']} ({environment['device']})"

@@ -4,8 +4,9 @@ The dataset lives on the device as uint8 arrays. Each epoch draws a permutation 
 runs its steps (``convnet.steps``) as a ``lax.scan`` inside compiled calls (``config.steps_per_call``
 steps per call; 0 = the whole epoch), with the train state donated; the host reads the metrics once
 per call when a progress bar is shown, else once per epoch. A last partial batch is kept and masked,
-train and test alike, so every example counts and the whole test set is scored. Between calls a
-Ctrl-C is taken (``convnet.interrupts.check``).
+train and evaluation alike, so every example counts and every evaluation split (validation when the
+data has one, and test: ``Dataset.eval_splits``) is scored whole. Between calls a Ctrl-C is taken
+(``convnet.interrupts.check``).
 
 * :class:`EpochProgram`: one model, data parallel over a mesh of devices (the benchmark uses it too);
 * :class:`SeedsProgram`: the models of several seeds of one config trained as one ``vmap``-ed program
@@ -48,7 +49,7 @@ class Program(Protocol):
     """One epoch for every model; each model's mean train loss and accuracy."""
 
   def evaluate(self) -> list[dict[str, float]]:
-    """Each model's loss and accuracy over the whole test set."""
+    """Each model's loss and accuracy over each evaluation split: ``{"validation_accuracy": ..., "test_loss": ...}``."""
 
 
 def build(config: Mapping[str, Any], data: input_pipeline.Dataset, seeds: Sequence[int]) -> Program:
@@ -62,6 +63,20 @@ def chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
   """The (begin, end) steps of each compiled call of an epoch."""
   size = num_steps if steps_per_call <= 0 else min(steps_per_call, num_steps)
   return [(start, min(start + size, num_steps)) for start in range(0, num_steps, size)]
+
+
+def _eval_sets(data: input_pipeline.Dataset, eval_batch_size: int, data_sharding, rows_sharding) -> dict:
+  """Each evaluation split on the device: ``{name: (images, labels, indices, mask)}``."""
+  return {
+    name: (*devices.put((images, labels), data_sharding),
+           *devices.put(batching.batch_layout(len(labels), eval_batch_size), rows_sharding))
+    for name, (images, labels) in data.eval_splits.items()
+  }  # fmt: skip
+
+
+def _scored(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+  """``{"test": {"loss": ...}}`` as one record's fields: ``{"test_loss": ...}``."""
+  return {f"{name}_{k}": v for name, metrics in results.items() for k, v in metrics.items()}
 
 
 def _show(bar, total: Mapping[str, Any], count: int) -> None:
@@ -92,15 +107,11 @@ class EpochProgram:
     devices.check_divisible(self.mesh, {k: config[k] for k in ("batch_size", "eval_batch_size")})
     self.replicated, rows = devices.replicated(self.mesh), devices.batch_sharding(self.mesh)
     self.shuffle_rng = shuffle_rng
-    self.train_images, self.train_labels, self.test_images, self.test_labels = devices.put(
-      (data.train_images, data.train_labels, data.test_images, data.test_labels), self.replicated
-    )
+    self.train_images, self.train_labels = devices.put((data.train_images, data.train_labels), self.replicated)
     self.num_train = len(data.train_labels)
     self.num_steps = -(-self.num_train // config["batch_size"])
     self.chunks = chunks(self.num_steps, config["steps_per_call"])
-    self.eval_indices, self.eval_mask = devices.put(
-      batching.batch_layout(len(data.test_labels), config["eval_batch_size"]), rows
-    )
+    self.eval_sets = _eval_sets(data, config["eval_batch_size"], self.replicated, rows)
     state = self.place(state)
     start = time.perf_counter()
     key = jax.random.fold_in(shuffle_rng, 0)
@@ -114,11 +125,8 @@ class EpochProgram:
         self.step_fns[end - begin] = train_chunk.lower(
           state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
         ).compile()
-    self.eval_fn = (
-      jax.jit(steps.scan_metrics, out_shardings=self.replicated)
-      .lower(state, self.test_images, self.test_labels, self.eval_indices, self.eval_mask)
-      .compile()
-    )
+    evaluate = jax.jit(steps.scan_metrics, out_shardings=self.replicated)
+    self.eval_fns = {name: evaluate.lower(state, *arrays).compile() for name, arrays in self.eval_sets.items()}
     self.compile_seconds = time.perf_counter() - start
 
   def place(self, state: steps.TrainState) -> steps.TrainState:
@@ -144,15 +152,9 @@ class EpochProgram:
     return state, steps.summarize(jax.device_get(total))
 
   def evaluate(self, state: steps.TrainState) -> dict[str, float]:
-    """Loss and accuracy over the whole test set."""
-    return steps.summarize(
-      jax.device_get(self.eval_fn(state, self.test_images, self.test_labels, self.eval_indices, self.eval_mask))
-    )
-
-
-def _chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
-  size = num_steps if steps_per_call <= 0 else min(steps_per_call, num_steps)
-  return [(start, min(start + size, num_steps)) for start in range(0, num_steps, size)]
+    """Loss and accuracy over each whole evaluation split: ``validation_loss``, ..., ``test_accuracy``."""
+    results = {name: fn(state, *self.eval_sets[name]) for name, fn in self.eval_fns.items()}
+    return _scored({name: steps.summarize(m) for name, m in jax.device_get(results).items()})
 
 
 class OneModel:
@@ -219,16 +221,12 @@ class SeedsProgram:
     states = jax.vmap(lambda k: steps.create_train_state(k, config, data.image_shape, data.num_classes))(init_keys)
     self._per_seed = per_seed
     self.stacked = devices.put(states, per_seed)  # every leaf with a leading seeds axis
-    self.images, self.labels, self.test_images, self.test_labels = devices.put(
-      (data.train_images, data.train_labels, data.test_images, data.test_labels), shared
-    )
+    self.images, self.labels = devices.put((data.train_images, data.train_labels), shared)
     self.count = len(self.seeds)
     self.num_train, self.batch_size = len(data.train_labels), config["batch_size"]
     self.num_steps = -(-self.num_train // self.batch_size)
     self.chunks = chunks(self.num_steps, config["steps_per_call"])
-    self.eval_indices, self.eval_mask = devices.put(
-      batching.batch_layout(len(data.test_labels), config["eval_batch_size"]), shared
-    )
+    self.eval_sets = _eval_sets(data, config["eval_batch_size"], shared, shared)
     start = time.perf_counter()
     self._shuffle = jax.jit(
       jax.vmap(lambda k: batching.shuffled_batches(k, self.num_train, self.batch_size)), out_shardings=per_seed
@@ -241,11 +239,8 @@ class SeedsProgram:
         self._steps[end - begin] = train.lower(
           self.stacked, self.images, self.labels, indices[:, begin:end], mask[:, begin:end]
         ).compile()
-    self._eval = (
-      jax.jit(_evaluate, out_shardings=per_seed)
-      .lower(self.stacked, self.test_images, self.test_labels, self.eval_indices, self.eval_mask)
-      .compile()
-    )
+    evaluate = jax.jit(_evaluate, out_shardings=per_seed)
+    self._evals = {name: evaluate.lower(self.stacked, *arrays).compile() for name, arrays in self.eval_sets.items()}
     self.compile_seconds = time.perf_counter() - start
 
   def _epoch_keys(self, epoch: int) -> jax.Array:
@@ -272,10 +267,9 @@ class SeedsProgram:
     return _per_seed(total, self.count)
 
   def evaluate(self) -> list[dict[str, float]]:
-    """Test loss and accuracy per seed, over the whole test set."""
-    return _per_seed(
-      self._eval(self.stacked, self.test_images, self.test_labels, self.eval_indices, self.eval_mask), self.count
-    )
+    """Loss and accuracy per seed over each whole evaluation split (``validation_loss``, ..., ``test_accuracy``)."""
+    results = {name: _per_seed(fn(self.stacked, *self.eval_sets[name]), self.count) for name, fn in self._evals.items()}
+    return [_scored({name: per_seed[i] for name, per_seed in results.items()}) for i in range(self.count)]
 
 
 def _stacked(trees: Sequence[Any]) -> Any:

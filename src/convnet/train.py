@@ -27,11 +27,13 @@ from typing import Any
 
 import ml_collections
 
-from convnet import configuration, devices, input_pipeline, interrupts, models, programs
+from convnet import configuration, devices, input_pipeline, interrupts, models, programs, splits
 from convnet.errors import DataError, Interrupted, TrainingError
 from convnet.rundir import checkpoints, files, locks, provenance, runlog
 
 log = logging.getLogger("convnet")
+EPOCH_LOG_FIELDS = ("validation_accuracy", "test_loss", "test_accuracy")
+LOG_NAMES = {"validation_accuracy": "val acc", "test_loss": "test loss", "test_accuracy": "acc"}
 DIVERGED_FACTOR = 10  # an epoch's mean loss above 10 x ln(num_classes) (an untrained net's loss) has diverged
 
 
@@ -64,7 +66,9 @@ def run_facts(
     "flops_per_example": sum(s.flops for s in specs),
     "num_classes": data.num_classes,
     "num_train_examples": len(data.train_labels),
+    "num_validation_examples": 0 if data.validation_labels is None else len(data.validation_labels),
     "num_test_examples": len(data.test_labels),
+    "splits": splits.describe(data),
     "data_source": data.source,
     **provenance.environment(),
     "mesh": devices.describe(mesh),
@@ -72,12 +76,13 @@ def run_facts(
   }
 
 
-def epoch_record(epoch, train, test, epoch_seconds, eval_seconds, num_train, code) -> dict[str, Any]:
-  """An epoch's metrics.jsonl line: train and test metrics, timings, and the code that ran it."""
+def epoch_record(epoch, train, scored, epoch_seconds, eval_seconds, num_train, code) -> dict[str, Any]:
+  """An epoch's metrics.jsonl line: train metrics, each evaluation split's (``validation_accuracy``,
+  ``test_loss``, ...: ``Program.evaluate``), timings, and the code that ran it."""
   return {
     "epoch": epoch,
     **{f"train_{k}": v for k, v in train.items()},
-    **{f"test_{k}": v for k, v in test.items()},
+    **scored,
     "epoch_seconds": epoch_seconds,
     "examples_per_second": num_train / epoch_seconds,
     "eval_seconds": eval_seconds,
@@ -238,8 +243,7 @@ def _fit(members: list[_Member]) -> list[dict[str, Any]]:
       "compile_seconds": program.compile_seconds,
       **together,
     }
-  log.info("data %s: train %s, test %s, %d classes; backend %s (%s)", data.source,
-           data.train_images.shape, data.test_images.shape, data.num_classes,
+  log.info("data %s: %s; %d classes; backend %s (%s)", data.source, splits.describe(data), data.num_classes,
            members[0].summary["backend"], members[0].summary["device"])  # fmt: skip
 
   for epoch in range(done + 1, config["num_epochs"] + 1):
@@ -259,9 +263,9 @@ def _fit(members: list[_Member]) -> list[dict[str, Any]]:
         _record_epoch(member, epoch, trained[i], tested[i], epoch_seconds, eval_seconds, program.num_train,
                       data.num_classes, states[i] if states else None, start_time)  # fmt: skip
     interrupts.check()
-    log.info("epoch %d: train loss %s acc %s | test loss %s acc %s | %.2f s (%.0f ex/s)", epoch,
-             *(" ".join(f"{m[k]:.4f}" for m in ms) for ms, k in ((trained, "loss"), (trained, "accuracy"),
-                                                                 (tested, "loss"), (tested, "accuracy"))),
+    shown = [(trained, "loss"), (trained, "accuracy")] + [(tested, k) for k in EPOCH_LOG_FIELDS if k in tested[0]]
+    log.info("epoch %d: train loss %s acc %s |" + "".join(f" {LOG_NAMES[k]} %s" for _, k in shown[2:])
+             + " | %.2f s (%.0f ex/s)", epoch, *(" ".join(f"{m[k]:.4f}" for m in ms) for ms, k in shown),
              epoch_seconds, program.num_train / epoch_seconds)  # fmt: skip
 
   for member in members:

@@ -31,7 +31,8 @@ REPORT_FILE = "report.md"
 CSV_FILE = "results.csv"
 PLOT_FILES = ("pareto.png", "learning_curves.png")
 CSV_FIELDS = (
-    "name", "status", "seed", "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch",
+    "name", "status", "seed", "validation_accuracy", "test_accuracy", "train_accuracy", "validation_loss",
+    "test_loss", "train_loss", "epoch",
     "epoch_seconds", "examples_per_second", "compile_seconds", "num_params", "flops_per_example", "flatten_size",
     "backend", "device", "machine", "code", "pruned_at", "pruned_by", "error",
 )  # fmt: skip

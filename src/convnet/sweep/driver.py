@@ -37,11 +37,21 @@ from convnet.sweep.store import SweepStore
 log = logging.getLogger("convnet")
 OWN_FAILURES = ("training", "config")  # failed on its own: retried only with sweep.retry_failed=True
 RESULT_FIELDS = (
-    "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch", "epoch_seconds", "examples_per_second",
+    "validation_accuracy", "validation_loss", "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch", "epoch_seconds", "examples_per_second",
     "compile_seconds", "train_seconds", "num_params", "flops_per_example", "num_classes", "backend", "device",
-    "machine", "stopped_early", "code", "code_sources", "seeds_together",
+    "machine", "stopped_early", "code", "code_sources", "seeds_together", "num_train_examples",
+    "num_validation_examples", "num_test_examples",
 )  # fmt: skip
-RUNG_FIELDS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch_seconds", "examples_per_second")
+RUNG_FIELDS = (
+  "validation_accuracy",
+  "validation_loss",
+  "test_accuracy",
+  "train_accuracy",
+  "test_loss",
+  "train_loss",
+  "epoch_seconds",
+  "examples_per_second",
+)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report:
@@ -51,6 +61,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report
   expanded = trials.expand(config)
   base = settings.trial_base(config).to_dict()
   configuration.check_config(base)
+  if not (base.get("dataset") or {}).get("validation_size"):
+    raise ConfigError(
+      f"dataset.validation_size={(base.get('dataset') or {}).get('validation_size')!r} is not allowed in a sweep: its "
+      "decisions read accuracy on images held out of training, never the test set; give how many to hold out, "
+      "e.g. --config.dataset.validation_size=10000 (configs/sweep.py's default)"
+    )
   strategy = strategies.from_settings(sweep.get("prune") or {}, values["num_epochs"])
   analysis.check_rule(sweep.get("report") or {})
   executors.base.check_config(sweep.get("executor") or {})
