@@ -38,11 +38,20 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   sweep.axes.kernel_size = (3, 5)
   sweep.axes.seeds = (0, 1, 2)
   sweep.zip = ()  # e.g. (('features', 'kernel_size'),): those axes advance together
-  # The sweet spot: the fastest configuration whose mean test accuracy is within one standard
-  # deviation (over seeds) of the best mean ('within_std'), or within `tolerance` ('within_tolerance').
+  # Axes that are not costs (e.g. ('learning_rate',)): chosen per architecture on validation accuracy
+  # before the front and the sweet spot are built, so that two learning rates of one network never
+  # both sit on the speed front.
+  sweep.tuned = ()
+  # The sweet spot (src/convnet/results/analysis.py), on mean validation accuracy over seeds:
+  # 'exchange_rate': the best accuracy - per_doubling x log2(s/epoch): a network twice as slow must be
+  # per_doubling (0.005: half a point) more accurate to be preferred; 'within_std': the fastest within one
+  # std over seeds of the best mean; 'within_tolerance': the fastest within `tolerance` of it. The report
+  # says how sure the answer is: decided when the rule picks it in >= `confidence` of the draws over the seeds.
   sweep.report = ml_collections.ConfigDict()
-  sweep.report.rule = "within_std"
+  sweep.report.rule = "exchange_rate"
+  sweep.report.per_doubling = 0.005
   sweep.report.tolerance = 0.005
+  sweep.report.confidence = 0.9
   # A re-run retries trials that failed for reasons outside them (I/O, data, a crash); True: also
   # those that failed on their own (a NaN or diverged loss, a bad value).
   sweep.retry_failed = False
@@ -57,6 +66,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   sweep.prune.margin = 1.0
   sweep.prune.one_seed_margin = 0.005
   sweep.prune.keep_leaders = True  # never stop one within the margin of the rung's most accurate
+  # Racing (src/convnet/sweep/racing.py), method 'race': every configuration starts with `initial_seeds` of
+  # sweep.axes.seeds (the pool); at each rung a configuration stops when it is the sweet spot and on the
+  # front (speeds within `speed_margin` count as equal) in fewer than `stop_below` of the draws over the
+  # seeds; then seeds are added to those still in contention until the answer is sweep.report.confidence
+  # sure, the pool is used up, or `budget` trial-epochs are spent (None: the pool is the limit).
+  sweep.prune.initial_seeds = 2
+  sweep.prune.stop_below = 0.05
+  sweep.prune.speed_margin = 0.05
+  sweep.prune.budget = config_dict.placeholder(int)
 
   # Where trials run (none of these changes a trial's name or result; src/convnet/sweep/executors/).
   sweep.executor = ml_collections.ConfigDict()
@@ -74,6 +92,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.num_epochs = 1
     sweep.axes.features = ((8, 8), (16, 16))
     sweep.axes.seeds = (0,)
+    sweep.prune.method = None  # one seed: every trial to the end; the report calls it a smoke check
   elif variant == "depth":  # the course's exercise: remove or add a conv layer (64 filters each)
     sweep.axes.features = ((64,), (64, 64), (64, 64, 64))
     sweep.axes.kernel_size = (3,)

@@ -185,11 +185,17 @@ def test_a_run_and_a_sweep_end_by_saying_what_they_found_and_where(idx_dir, tmp_
   assert f"files in {tmp_path / 'run'}: config.json, metrics.jsonl, summary.json, checkpoints/, tensorboard/" in last
   result = run("-m", "convnet.main", "--config=configs/sweep.py", f"--workdir={tmp_path / 'sweep'}",
                "--config.sweep.axes.features=((8,8),)", "--config.sweep.axes.kernel_size=(3,5)", "--config.sweep.axes.seeds=(0,)",
-               *small, "--config.num_epochs=3", "--config.learning_rate=0.003")  # fmt: skip
+               *small, "--config.num_epochs=3", "--config.learning_rate=0.003",
+               "--config.dataset.validation_size=60")  # fmt: skip
   assert result.returncode == 0, result.stderr
   lines = result.stdout.strip().splitlines()
-  assert lines[-2].startswith("sweet spot: features=8-8,kernel_size=") and "(n=1) test accuracy at" in lines[-2]
+  assert lines[-3].startswith("smoke check, not an answer: one seed per configuration")
+  assert (
+    lines[-2].startswith("sweet spot: features=8-8,kernel_size=") and "(n=1) validation accuracy (test " in lines[-2]
+  )
   sweep_dir = tmp_path / "sweep"
-  assert lines[-1] == f"report: {sweep_dir / 'report.md'}; also: {sweep_dir / 'results.csv'}, " + (
+  assert lines[
+    -1
+  ] == f"report: {sweep_dir / 'report.md'}; also: {sweep_dir / 'answer.json'}, {sweep_dir / 'results.csv'}, " + (
     f"{sweep_dir / 'pareto.png'}, {sweep_dir / 'learning_curves.png'}"
   )

@@ -118,7 +118,7 @@ for position, seed in enumerate((0, 3)):
   state = steps.create_train_state(init_rng, config, data.image_shape, data.num_classes)
   alone = programs.EpochProgram(state, data, {**config, "num_devices": 1}, shuffle_rng)
   state, metrics = alone.train_epoch(state, 1)
-  out["seeds"].append([together[0][position]["loss"], metrics["loss"], together[1][position]["loss"], alone.evaluate(state)["loss"]])
+  out["seeds"].append([together[0][position]["loss"], metrics["loss"], together[1][position]["test_loss"], alone.evaluate(state)["test_loss"]])
 print(json.dumps(out))
 """
 

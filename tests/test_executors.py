@@ -361,3 +361,32 @@ def test_a_pruned_sweep_runs_on_ray_rung_by_rung(idx_dir, tmp_path, ray_env):
   )
   metrics = files.read_jsonl(tmp_path / "ray" / "trials" / pruned["name"] / "metrics.jsonl")
   assert [m["epoch"] for m in metrics] == [1]
+
+
+@pytest.mark.ray
+@needs_ray
+def test_a_race_runs_on_ray_and_its_records_decide_it_again_anywhere(idx_dir, tmp_path, ray_env):
+  """Racing (a rung, seeds added until 99.9% sure) on Ray; the same command on the local executor then works
+  every decision out again from the records and trains nothing."""
+  env, _ = ray_env
+  config_path = tmp_path / "race.py"
+  config_path.write_text(
+    SWEEP_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir), epochs=3).replace(
+      '**{"sweep.axes.seeds": (0, 1)}',
+      '**{"sweep.prune.method": "race", "sweep.prune.rungs": (1,), "sweep.report.confidence": 0.999, '
+      '"sweep.axes.features": ((4, 4), (8, 8)), "sweep.axes.seeds": (0, 1, 2)}',
+    )
+  )
+  workdir = tmp_path / "ray"
+  _sweep(env, config_path, workdir, "--config.sweep.executor.name=ray")
+  lines = files.read_jsonl(workdir / "results.jsonl")
+  results = _results(workdir)
+  assert len(lines) == len(results) >= 4 and {r["executor"] for r in lines} == {"ray"}  # every trial once
+  for r in results.values():
+    epochs = [m["epoch"] for m in files.read_jsonl(workdir / "trials" / r["name"] / "metrics.jsonl")]
+    assert epochs == list(range(1, (1 if r["status"] == "pruned" else 3) + 1)), r["name"]
+  assert "## Racing" in (workdir / "report.md").read_text()
+  process = _sweep(env, config_path, workdir, wait=False)
+  _, err = process.communicate(timeout=RAY_TIMEOUT)
+  assert process.returncode == 0, err[-3000:]
+  assert files.read_jsonl(workdir / "results.jsonl") == lines and "nothing to train" in err

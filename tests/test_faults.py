@@ -288,7 +288,7 @@ def test_a_diverged_run_fails_and_chance_is_never_the_sweet_spot(idx_dir, tmp_pa
 
   fast_at_chance, slow_good = row("a", 0.19, 1.0), row("b", 0.90, 9.0)
   assert analysis.sweet_spot([fast_at_chance, slow_good])[0] is slow_good
-  with pytest.raises(DataError, match="every configuration's test accuracy is at chance"):
+  with pytest.raises(DataError, match="every configuration's accuracy is at chance"):
     analysis.sweet_spot([fast_at_chance])
 
 

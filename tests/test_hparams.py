@@ -55,7 +55,7 @@ def test_each_trial_is_a_session_with_its_axes_and_metrics(swept):
   assert {h.name for h in experiment.hparam_infos} == {"features", "kernel_size", "seed"}
   features = next(h for h in experiment.hparam_infos if h.name == "features")
   assert list(features.domain_discrete) == ["4-4", "6-6"]
-  assert {m.name.tag for m in experiment.metric_infos} == {"test_accuracy", "test_loss", "seconds_per_epoch",
+  assert {m.name.tag for m in experiment.metric_infos} == {"validation_accuracy", "test_accuracy", "test_loss", "seconds_per_epoch",
                                                            "num_params"}  # fmt: skip
   results = {r["name"]: r for r in files.read_jsonl(swept / "results.jsonl")}
   assert sorted(sessions) == sorted(f"trials/{name}" for name in results)

@@ -15,7 +15,7 @@ import pytest
 from convnet import configuration
 from convnet.errors import ConfigError
 from convnet.rundir import files
-from convnet.sweep import driver, settings
+from convnet.sweep import driver, progress, settings
 from convnet.sweep.trials import expand, resolve_axis
 
 SWEEP = REPO / "configs" / "sweep.py"
@@ -168,11 +168,11 @@ def test_kill_9_mid_trial_then_rerun_records_every_trial_exactly_once(idx_dir, t
 
 
 def test_eta_fits_fixed_cost_plus_flops():
-  assert driver.estimate_seconds([], [1.0]) is None
+  assert progress.estimate_seconds([], [1.0]) is None
   # One size seen: proportional to FLOPs.
-  assert driver.estimate_seconds([(2.0, 10.0)], [2.0, 4.0]) == pytest.approx(30.0)
+  assert progress.estimate_seconds([(2.0, 10.0)], [2.0, 4.0]) == pytest.approx(30.0)
   # Two sizes: time = 5 + 2.5 * FLOPs fits both exactly (10 s at 2, 15 s at 4).
-  assert driver.estimate_seconds([(2.0, 10.0), (4.0, 15.0)], [8.0, 2.0]) == pytest.approx(25.0 + 10.0)
+  assert progress.estimate_seconds([(2.0, 10.0), (4.0, 15.0)], [8.0, 2.0]) == pytest.approx(25.0 + 10.0)
 
 
 PRUNE_CONFIG = """
@@ -248,3 +248,43 @@ def test_compilation_cache_holds_the_programs_and_leaves_the_settings_as_they_we
   finally:
     jax.config.update("jax_compilation_cache_dir", None)
     jax_cache.reset_cache()  # the rest of the suite compiles without a persistent cache, as before
+
+
+RACE_CONFIG = """
+import sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+from conftest import sweep_config
+
+def get_config():
+  # Two configurations racing from two of three seeds, a rung at epoch 2 of 4; an answer asked 99.9% sure,
+  # so the third seeds are added where they decide.
+  return sweep_config({data!r}, num_epochs=4, **{{"sweep.prune.method": "race", "sweep.prune.rungs": (2,),
+                      "sweep.report.confidence": 0.999, "sweep.axes.features": ((4, 4), (8, 8)),
+                      "sweep.axes.seeds": (0, 1, 2)}})
+"""
+
+
+def decisions(workdir):
+  """Each recorded trial's status and epochs, and the sweet spot: what a sweep decided (its timings, and so the
+  shares of draws, differ from run to run)."""
+  lines = files.read_jsonl(workdir / "results.jsonl")
+  epochs = {r["name"]: [m["epoch"] for m in files.read_jsonl(workdir / "trials" / r["name"] / "metrics.jsonl")]
+            for r in lines}  # fmt: skip
+  answer = json.loads((workdir / "answer.json").read_text())
+  return sorted((r["name"], r["status"], r["epoch"], tuple(epochs[r["name"]])) for r in lines), answer["sweet_spot"]
+
+
+@pytest.mark.slow
+def test_a_race_killed_at_any_moment_decides_as_an_uninterrupted_one(idx_dir, tmp_path):
+  config_path = tmp_path / "race_sweep.py"
+  config_path.write_text(RACE_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir)))
+  whole = start_sweep(config_path, tmp_path / "whole")
+  assert whole.wait(timeout=300) == 0, whole.stderr.read()
+  expected = decisions(tmp_path / "whole")
+  assert len(expected[0]) >= 4  # both configurations raced; every recorded trial once
+  workdir = tmp_path / "killed"
+  # Killed while a trial trains on from the rung to the last epoch, after the rung's decision.
+  start_and_kill_9(config_path, workdir, workdir / "trials" / "features=4-4,kernel_size=3,seed=0" / "metrics.jsonl")
+  rerun = start_sweep(config_path, workdir)
+  assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
+  assert decisions(workdir) == expected

@@ -48,7 +48,10 @@ def run_sweep(config, workdir: Path) -> None:
   done = driver.run(config, workdir)
   if done.sweet_spot is not None:
     spot = done.sweet_spot
-    print(f"sweet spot: {spot.name}: {analysis.accuracy_text(spot)} test accuracy at {spot.seconds_mean:.2f} s/epoch")
+    tested = f" (test {analysis.test_text(spot)})" if spot.split != "test" else ""
+    print(f"{done.answer.text()}")
+    print(f"sweet spot: {spot.name}: {analysis.accuracy_text(spot)} {spot.split} accuracy{tested} at "
+          f"{spot.seconds_mean:.2f} s/epoch")  # fmt: skip
   else:
     print(f"{analysis.chosen_sweet_spot(done.rows, config.to_dict())[1]} (see the report)")
   print(f"report: {done.files[0]}; also: {', '.join(str(f) for f in done.files[1:])}")

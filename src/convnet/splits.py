@@ -83,3 +83,13 @@ def describe(data: Any) -> str:
             f"accuracy reported on {len(data.test_labels):,} test images")  # fmt: skip
   return (f"trained on {len(data.train_labels):,} training images; {len(data.validation_labels):,} held out "
           f"of them for validation (decisions); accuracy reported on {len(data.test_labels):,} test images")  # fmt: skip
+
+
+def facts(data: Any) -> dict[str, Any]:
+  """summary.json's fields about the data's splits: their sizes and :func:`describe`'s words."""
+  return {
+    "num_train_examples": len(data.train_labels),
+    "num_validation_examples": 0 if data.validation_labels is None else len(data.validation_labels),
+    "num_test_examples": len(data.test_labels),
+    "splits": describe(data),
+  }

@@ -32,8 +32,7 @@ from convnet.errors import DataError, Interrupted, TrainingError
 from convnet.rundir import checkpoints, files, locks, provenance, runlog
 
 log = logging.getLogger("convnet")
-EPOCH_LOG_FIELDS = ("validation_accuracy", "test_loss", "test_accuracy")
-LOG_NAMES = {"validation_accuracy": "val acc", "test_loss": "test loss", "test_accuracy": "acc"}
+LOG_NAMES = {"validation_accuracy": "val acc", "test_loss": "test loss", "test_accuracy": "acc"}  # an epoch's line
 DIVERGED_FACTOR = 10  # an epoch's mean loss above 10 x ln(num_classes) (an untrained net's loss) has diverged
 
 
@@ -65,10 +64,7 @@ def run_facts(
     "num_params": num_params,
     "flops_per_example": sum(s.flops for s in specs),
     "num_classes": data.num_classes,
-    "num_train_examples": len(data.train_labels),
-    "num_validation_examples": 0 if data.validation_labels is None else len(data.validation_labels),
-    "num_test_examples": len(data.test_labels),
-    "splits": splits.describe(data),
+    **splits.facts(data),
     "data_source": data.source,
     **provenance.environment(),
     "mesh": devices.describe(mesh),
@@ -204,7 +200,12 @@ def _restore(members: Sequence[_Member], program: programs.Program) -> int:
       state, epoch = checkpoints.restore(member.workdir, template)
       states.append(state)
       reached.append(epoch)
-  done = min(reached)
+  recorded = [_last_epoch(m.run_log) for m in members]  # a checkpoint ahead of the metrics: its epoch is trained again
+  for member, epoch, lines in zip(members, reached, recorded, strict=True):
+    if epoch > lines:
+      log.warning("%s: checkpoint of epoch %d but metrics through epoch %d only (a line lost to a kill); "
+                  "epoch %d is trained again", member.workdir, epoch, lines, lines + 1)  # fmt: skip
+  done = min(min(epoch, lines) for epoch, lines in zip(reached, recorded, strict=True))
   for i, member in enumerate(members):
     if reached[i] > done and done > 0:
       try:
@@ -263,7 +264,7 @@ def _fit(members: list[_Member]) -> list[dict[str, Any]]:
         _record_epoch(member, epoch, trained[i], tested[i], epoch_seconds, eval_seconds, program.num_train,
                       data.num_classes, states[i] if states else None, start_time)  # fmt: skip
     interrupts.check()
-    shown = [(trained, "loss"), (trained, "accuracy")] + [(tested, k) for k in EPOCH_LOG_FIELDS if k in tested[0]]
+    shown = [(trained, "loss"), (trained, "accuracy")] + [(tested, k) for k in LOG_NAMES if k in tested[0]]
     log.info("epoch %d: train loss %s acc %s |" + "".join(f" {LOG_NAMES[k]} %s" for _, k in shown[2:])
              + " | %.2f s (%.0f ex/s)", epoch, *(" ".join(f"{m[k]:.4f}" for m in ms) for ms, k in shown),
              epoch_seconds, program.num_train / epoch_seconds)  # fmt: skip

@@ -1,8 +1,8 @@
 """A sweep in TensorBoard's HParams dashboard: one session per trial, made from ``results.jsonl``.
 
 ``tensorboard --logdir DIR`` on a sweep directory shows, under HParams, one session per completed
-trial with its hyperparameters (every swept axis, and the seed) and its metrics (final test accuracy
-and loss, median seconds per epoch, parameters), so the table view, parallel coordinates and scatter
+trial with its hyperparameters (every swept axis, and the seed) and its metrics (final validation and test accuracy,
+test loss, median seconds per epoch, parameters), so the table view, parallel coordinates and scatter
 plot show the accuracy/speed trade-off. Two kinds of files, both written by the sweep's driver (its
 report step) and each replaced whole, so a re-run, a resumed sweep or ``python -m convnet.report``
 writes the same files again and nothing twice, whichever executor ran the trials:
@@ -26,7 +26,8 @@ from convnet.sweep import store
 EVENTS_FILE = "events.out.tfevents.hparams"
 # (metric tag, result field, what it is)
 METRICS = (
-  ("test_accuracy", "test_accuracy", "test accuracy after the last epoch"),
+  ("validation_accuracy", "validation_accuracy", "validation accuracy after the last epoch (decisions read it)"),
+  ("test_accuracy", "test_accuracy", "test accuracy after the last epoch (reported only)"),
   ("test_loss", "test_loss", "test loss after the last epoch"),
   ("seconds_per_epoch", "epoch_seconds", "median seconds per epoch (compilation excluded)"),
   ("num_params", "num_params", "parameters"),

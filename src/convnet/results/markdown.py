@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 import statistics
 from typing import Any
 
-from convnet.results import analysis
+from convnet.results import analysis, confidence, spending, tuning
 from convnet.rundir import provenance
-from convnet.sweep import strategies
 
 
 def markdown(
@@ -18,20 +17,44 @@ def markdown(
   results: Sequence[Mapping[str, Any]],
   input_pixels: int | None = None,
   fixed: Sequence[float] = (),
+  outside: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-  """report.md's text (``fixed``: seconds per trial outside its epochs, ``SweepStore.fixed_costs``)."""
-  rows = analysis.aggregate(results)
+  """report.md's text (``fixed``: seconds per trial outside its epochs, ``SweepStore.fixed_costs``;
+  ``outside``: trials recorded in the directory outside the config's grid, listed and left out)."""
+  every = analysis.aggregate(results)
+  sweep = config.get("sweep") or {}
+  rows, tuned_away = tuning.tune(every, sweep.get("tuned") or ())
   front = {r.name for r in analysis.pareto_front(rows)}
-  rule = analysis.report_settings(config).get("rule", "within_std")
   dataset = config.get("dataset", {})
+  split = analysis.split_name(analysis.accuracy_key(results))
+  swept = {name: values for name, values in (sweep.get("axes") or {}).items()}
+
+  def value(field: str) -> str:
+    return "swept" if any(tuning.is_axis(field, a) for a in swept) else str(config.get(field))
+
   lines = [
     "# Sweep report",
     "",
     f"Timings from: {machine(results)}. Seconds per epoch exclude compilation; each trial's figure is the",
     "median over its epochs, then mean ± std over seeds (n=1: one seed, spread unknown). " + _how_run(results),
-    f"Epochs: {config.get('num_epochs')}, batch size {config.get('batch_size')}, {config.get('optimizer')} "
-    f"{config.get('learning_rate')}; data: {dataset.get('name')} ({dataset.get('num_train_examples') or 'all'} "
+    f"Epochs: {value('num_epochs')}, batch size {value('batch_size')}, {value('optimizer')} "
+    f"{value('learning_rate')}; data: {dataset.get('name')} ({dataset.get('num_train_examples') or 'all'} "
     f"train / {dataset.get('num_test_examples') or 'all'} test images).",
+    "Swept: "
+    + "; ".join(f"{name} {_values(values)}" for name, values in swept.items())
+    + "."
+    + (
+      f" Tuned per architecture on {split} accuracy (not a cost; the front and the sweet spot see each "
+      f"architecture's best): {', '.join(sweep.get('tuned'))}."
+      if sweep.get("tuned")
+      else ""
+    ),
+    (
+      f"Decisions (the front, the sweet spot, pruning) read validation accuracy: {_count(dataset.get('validation_size'))} "
+      "images held out of training (`dataset.validation_size`); test accuracy is reported and decides nothing."
+      if split == "validation"
+      else "**Note:** recorded before the validation split: decisions here read test accuracy (the only one recorded)."
+    ),
     "Code: "
     + ("; ".join(provenance.distinct(results, lambda r: provenance.code_label(r.get("code")))) or "none")
     + ".",
@@ -45,87 +68,104 @@ def markdown(
   for warning in provenance.differences(results) + _contention(results):
     lines += ["", f"**Warning:** {warning}; compare timings only among trials that share them."]
   if rows:
-    spot, why = analysis.chosen_sweet_spot(rows, config)
-    if spot is None:
-      lines += ["", f"**{why[0].upper()}{why[1:]}.**"]
-    else:
-      lines += [
-        "",
-        f"**Sweet spot: {spot.name}** — {analysis.accuracy_text(spot)} test accuracy "
-        f"at {spot.seconds_mean:.2f} s/epoch, {spot.num_params:,} parameters.",
-        f"Rule (`sweep.report.rule={rule}`): {why}.",
-      ]
+    spot, _ = analysis.chosen_sweet_spot(rows, config)
+    found = confidence.answer(rows, *confidence.settings_of(config))
+    lines += _answer(rows, found)
+    tested = split != "test"
     lines += [
       "",
-      "| configuration | seeds | test accuracy % | s/epoch | examples/s | params | MFLOP/example | flattened | Pareto |",
-      "|---|---|---|---|---|---|---|---|---|",
+      f"| configuration | seeds | {split} accuracy % |"
+      + (" test accuracy % |" if tested else "")
+      + " s/epoch | examples/s | params | MFLOP/example | flattened | Pareto |",
+      "|---|---|---|" + ("---|" if tested else "") + "---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: r.seconds_mean):
-      mark = "**yes**" if r.name in front else ""
+    for r in sorted(every, key=lambda r: r.seconds_mean):
+      mark = "**yes**" if r.name in front else (f"tuned away: {tuned_away[r.name]}" if r.name in tuned_away else "")
       star = " ★" if spot is not None and r.name == spot.name else ""
       seconds = f"{r.seconds_mean:.2f} ± {r.seconds_std:.2f}" if len(r.seeds) > 1 else f"{r.seconds_mean:.2f}"
       lines.append(
-        f"| {r.name}{star} | {len(r.seeds)} | {analysis.accuracy_text(r).replace('%', '')} | {seconds} | "
+        f"| {r.name}{star} | {len(r.seeds)} | {analysis.accuracy_text(r).replace('%', '')} | "
+        + (f"{analysis.test_text(r).replace('%', '')} | " if tested else "")
+        + f"{seconds} | "
         f"{r.examples_per_second:,.0f} | {r.num_params:,} | {r.flops_per_example / 1e6:.2f} | {r.flatten_size:,} | {mark} |"
       )
     lines += ["", "Pareto front (fastest first): " + " → ".join(r.name for r in analysis.pareto_front(rows)) + "."]
     if input_pixels:
       lines.append(f"Flattened = the feature vector entering the dense layers (input: {input_pixels:,} pixels).")
   else:
+    found = None
     lines += ["", "No completed trials yet."]
-  lines += _pruning(config, results)
+  lines += spending.section(config, results, found)
   others = [r for r in results if r.get("status") not in ("completed", "pruned")]
   if others:
     lines += ["", "## Trials not completed", "", "| trial | status | reason |", "|---|---|---|"]
     lines += [f"| {r['name']} | {r['status']} | {str(r.get('error', '')).replace('|', '/')} |" for r in others]
+  if outside:
+    lines += [
+      "",
+      f"**{len(outside)} recorded trial(s) outside this config's grid are left out of everything above** (recorded in "
+      "this directory by an earlier config): " + ", ".join(r["name"] for r in outside) + ".",
+    ]
   lines += ["", "Files: `results.csv` (one row per trial), the plots, `trials/<name>/` (each trial's run)."]
   return "\n".join(lines) + "\n"
 
 
-def _pruning(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> list[str]:
-  """report.md's pruning section: the rule, what it stopped where and why, the trial-epochs saved."""
-  stopped = analysis.pruned(results)
-  prune = (config.get("sweep") or {}).get("prune") or {}
-  if strategies.method(prune) is None and not stopped:
-    return []
-  spent, full = analysis.trial_epochs(results, config.get("num_epochs", 0))
-  rungs = ", ".join(map(str, prune.get("rungs", ()))) or "none"
-  lines = [
-    "",
-    "## Pruning",
-    "",
-    f"Rule (`sweep.prune.method={prune.get('method')}`, rungs at epochs {rungs}): after each rung, a configuration stops when a "
-    "faster one (s/epoch) that trains on is at least as accurate there within the seeds' noise: mean test "
-    f"accuracy >= its own mean - {prune.get('margin', 1.0):g} x the larger of the two standard deviations over seeds "
-    f"(`sweep.prune.margin`; with one seed, {100 * prune.get('one_seed_margin', 0.005):.2f} points, "
-    "`sweep.prune.one_seed_margin`)"
-    + (
-      "; a configuration within that margin of the rung's most accurate one is kept (`sweep.prune.keep_leaders`): it "
-      "may still become the most accurate, which sets the sweet spot's bar"
-      if prune.get("keep_leaders", True)
-      else "; leaders are not kept (`sweep.prune.keep_leaders=False`)"
-    )
-    + ". The sweet spot and the Pareto front above are chosen among the configurations that trained to the last "
-    "epoch only.",
-    "",
-    f"Trial-epochs trained: {spent:,} of the full grid's {full:,} ({100 * spent / full:.0f}%; saved {full - spent:,})."
-    if full
-    else "No trial has trained yet.",
-  ]
-  if stopped:
-    lines += [
+def _answer(rows: Sequence[analysis.ConfigResult], found: confidence.Answer) -> list[str]:
+  """The answer: the sweet spot and how sure it is, the rule in words, and what the other rules pick."""
+  rule = found.rule
+  if found.status == "none":
+    return ["", "**No sweet spot: no configuration completed above chance accuracy.**"]
+  by_name = {r.name: r for r in rows}
+  spot, tested = by_name[found.sweet_spot], found.split != "test"
+  figures = (
+    f"{analysis.accuracy_text(spot)} {found.split} accuracy"
+    + (f" (test: {analysis.test_text(spot)})" if found.split != "test" else "")
+    + f" at {spot.seconds_mean:.2f} s/epoch, {spot.num_params:,} parameters"
+  )
+  if found.status == "smoke check":
+    lines = ["", f"**Smoke check, not an answer** — {found.text()}.", f"The rule's pick: {spot.name}, {figures}."]
+  elif found.status == "undecided":
+    lines = [
       "",
-      "| configuration | stopped after epoch | seeds | test accuracy % there | s/epoch | dominated by | its lead (points) | margin (points) | speedup |",
-      "|---|---|---|---|---|---|---|---|---|",
+      f"**Sweet spot: undecided** — {found.text()}.",
+      f"The rule's pick on the means: {spot.name}, {figures}.",
     ]
-    for p in stopped:
-      lines.append(
-        f"| {p.row.name} | {p.epoch} | {len(p.row.seeds)} | {analysis.accuracy_text(p.row).replace('%', '')} | "
-        f"{p.row.seconds_mean:.2f} | {p.by} | {100 * p.accuracy_lead:+.2f} | {100 * p.margin:.2f} | {p.speedup:.2f}x |"
-      )
   else:
-    lines += ["", "No configuration was stopped."]
+    lines = ["", f"**Sweet spot: {spot.name}** — {figures}; chosen in {100 * found.share:.0f}% of draws over the seeds "
+             f"(decided at {100 * found.confidence:.0f}%)."]  # fmt: skip
+  lines += [
+    f"Rule (`sweep.report.rule={rule}`): {found.rule_text}.",
+    f"How sure: the rule run on {confidence.DRAWS:,} draws of each configuration's mean from its seeds (Student's t "
+    "posterior; convnet.results.confidence).",
+    "",
+    f"| | configuration | {found.split} accuracy % |"
+    + (" test accuracy % |" if tested else "")
+    + " s/epoch | picked in (draws) | on the front (draws) |",
+    "|---|---|---|" + ("---|" if tested else "") + "---|---|---|",
+  ]
+  picks = [("**sweet spot**", found.sweet_spot), ("most accurate", found.most_accurate)]
+  picks += [(f"`{other}` would pick", name) for other, name in found.others.items()]
+  for what, name in picks:
+    row = by_name[name]
+    chosen = f"{100 * found.shares.get(name, 0.0):.0f}%" if found.shares else "-"
+    front = f"{100 * found.on_front[name]:.0f}%" if found.on_front else "-"
+    test = f"{analysis.test_text(row).replace('%', '')} | " if tested else ""
+    lines.append(f"| {what} | {name} | {analysis.accuracy_text(row).replace('%', '')} | {test}"
+                 f"{row.seconds_mean:.2f} | {chosen} | {front} |")  # fmt: skip
   return lines
+
+
+def _values(values: Sequence[Any]) -> str:
+  """An axis' values for the header: '(16-16, 32-32)'."""
+
+  def one(v: Any) -> str:
+    return "-".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+  return "(" + ", ".join(one(v) for v in values) + ")"
+
+
+def _count(value: Any) -> str:
+  return f"{value:,}" if isinstance(value, int) else "the"
 
 
 def machine(results: Sequence[Mapping[str, Any]]) -> str:

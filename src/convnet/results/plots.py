@@ -5,6 +5,7 @@ are safe in scripts, tests and notebooks alike.
 """
 
 from collections.abc import Mapping, Sequence
+import math
 import os
 from pathlib import Path
 import statistics
@@ -26,11 +27,23 @@ def short_label(name: str) -> str:
   return name.replace("features=", "").replace(",kernel_size=", " k").replace("kernel_size=", "k")
 
 
-def pareto(rows: Sequence[Any], front: Sequence[Any], spot: Any | None, machine: str, pruned: Sequence[Any] = ()):
-  """Test accuracy against seconds per epoch, one point per configuration (± std over seeds).
+def pareto(
+  rows: Sequence[Any],
+  front: Sequence[Any],
+  spot: Any | None,
+  machine: str,
+  pruned: Sequence[Any] = (),
+  on_front: Mapping[str, float] | None = None,
+  per_doubling: float | None = None,
+):
+  """Deciding accuracy (validation) against seconds per epoch (log scale), one point per configuration
+  (± std over seeds).
 
   ``rows``, ``front`` (fastest first) and ``spot`` are ``analysis.ConfigResult``s; ``pruned``
-  (``analysis.Pruned``) are drawn greyed at the epoch they stopped, labelled with it.
+  (``analysis.Pruned``) are drawn greyed at the epoch they stopped, labelled with it. ``on_front``: each
+  configuration's share of draws on the front (``convnet.results.confidence``), written by its label;
+  ``per_doubling``: the exchange rate, drawn as the line through the sweet spot that the rule slides up
+  until it last touches a configuration.
   """
   fig = figure()
   ax = fig.add_subplot()
@@ -44,7 +57,8 @@ def pareto(rows: Sequence[Any], front: Sequence[Any], spot: Any | None, machine:
   for r in rows:
     ax.errorbar(r.seconds_mean, 100 * r.accuracy_mean, xerr=r.seconds_std, yerr=100 * r.accuracy_std, fmt="o",
                 color="tab:red" if r in front else "tab:blue", capsize=3)  # fmt: skip
-    ax.annotate(short_label(r.name), (r.seconds_mean, 100 * r.accuracy_mean), textcoords="offset points",
+    share = f" (front {100 * on_front[r.name]:.0f}%)" if on_front and r.name in on_front else ""
+    ax.annotate(short_label(r.name) + share, (r.seconds_mean, 100 * r.accuracy_mean), textcoords="offset points",
                 xytext=(5, 5), fontsize=7)  # fmt: skip
   ax.plot(
     [r.seconds_mean for r in front], [100 * r.accuracy_mean for r in front], "--", color="tab:red", label="Pareto front"
@@ -52,8 +66,15 @@ def pareto(rows: Sequence[Any], front: Sequence[Any], spot: Any | None, machine:
   if spot is not None:
     ax.scatter([spot.seconds_mean], [100 * spot.accuracy_mean], s=250, facecolors="none", edgecolors="black",
                label=f"sweet spot: {spot.name}")  # fmt: skip
-  ax.set_xlabel("seconds per epoch (compilation excluded)")
-  ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+  if spot is not None and per_doubling is not None and rows:
+    low, high = min(r.seconds_mean for r in rows), max(r.seconds_mean for r in rows)
+    xs = [low, high]
+    ys = [100 * (spot.accuracy_mean + per_doubling * math.log2(x / spot.seconds_mean)) for x in xs]
+    ax.plot(xs, ys, ":", color="0.3", label=f"exchange rate: {100 * per_doubling:.2f} points per doubling")
+  split = rows[0].split if rows else "validation"
+  ax.set_xscale("log")
+  ax.set_xlabel("seconds per epoch (compilation excluded; log scale)")
+  ax.set_ylabel(f"{split} accuracy (%), mean ± std over seeds")
   ax.set_title(f"Accuracy vs speed\n{machine}", fontsize=8)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc="best")
@@ -61,15 +82,15 @@ def pareto(rows: Sequence[Any], front: Sequence[Any], spot: Any | None, machine:
   return fig
 
 
-def learning_curves(curves: Mapping[str, Mapping[int, Sequence[float]]]):
-  """Test accuracy per epoch, mean over seeds: ``curves[configuration][epoch]`` = accuracies."""
+def learning_curves(curves: Mapping[str, Mapping[int, Sequence[float]]], split: str = "validation"):
+  """Accuracy on ``split`` per epoch, mean over seeds: ``curves[configuration][epoch]`` = accuracies."""
   fig = figure()
   ax = fig.add_subplot()
   for name, by_epoch in curves.items():
     epochs = sorted(by_epoch)
     ax.plot(epochs, [100 * statistics.fmean(by_epoch[e]) for e in epochs], marker="o", label=short_label(name))
   ax.set_xlabel("epoch")
-  ax.set_ylabel("test accuracy (%), mean over seeds")
+  ax.set_ylabel(f"{split} accuracy (%), mean over seeds")
   ax.set_title("Learning curves")
   ax.grid(alpha=0.3)
   if curves:

@@ -30,7 +30,8 @@ from convnet import configuration, devices, input_pipeline, models
 from convnet.errors import ConfigError, StorageError
 from convnet.results import analysis, report
 from convnet.rundir import locks
-from convnet.sweep import executors, settings, strategies, trials
+from convnet.sweep import executors, progress, records, settings, strategies, trials
+from convnet.sweep import store as sweep_store
 from convnet.sweep.executors.base import Task
 from convnet.sweep.store import SweepStore
 
@@ -67,8 +68,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report
       "decisions read accuracy on images held out of training, never the test set; give how many to hold out, "
       "e.g. --config.dataset.validation_size=10000 (configs/sweep.py's default)"
     )
-  strategy = strategies.from_settings(sweep.get("prune") or {}, values["num_epochs"])
+  strategy = strategies.from_settings(sweep.get("prune") or {}, values["num_epochs"], sweep.get("report") or {})
   analysis.check_rule(sweep.get("report") or {})
+  settings.check_tuned(sweep)
   executors.base.check_config(sweep.get("executor") or {})
   locks.check_workdir(workdir)
   store = SweepStore(workdir)
@@ -107,6 +109,7 @@ class Driver:
     self.start = time.perf_counter()
     self.timings: list[tuple[float, float]] = []  # (FLOPs, seconds) of trials finished, for the ETA
     self.left: list[float] = []  # FLOPs of trials still to finish
+    self.num_classes: int | None = None  # the data's, read when a strategy first needs it
 
   def _config_changed(self) -> bool:
     previous = self.store.config()
@@ -133,8 +136,18 @@ class Driver:
     return cause not in OWN_FAILURES or bool(self.sweep.get("retry_failed")) or (cause == "config" and self.changed)
 
   def pending(self) -> list[trials.Trial]:
-    """The trials this run would train (before the shape check)."""
-    return [t for t in self.trials if self._to_run(t)]
+    """The trials this run may train (before the shape check); none when the strategy asks for nothing more
+    (a finished race leaves the seeds it did not need unrecorded)."""
+    todo = [t for t in self.trials if self._to_run(t)]
+    if todo and self.strategy.next(self._board({t.name for t in todo})) is None:
+      return []
+    return todo
+
+  def _board(self, to_train: set[str]) -> records.Board:
+    if self.num_classes is None:
+      self.num_classes = input_pipeline.peek_shape(self.config["dataset"])[1]
+    return records.Board(self.store, self.trials, self.done, self.recorded, to_train, self.config["num_epochs"],
+                         self.num_classes)  # fmt: skip
 
   def _record(self, trial: trials.Trial, status: str, **fields: Any) -> dict[str, Any]:
     record = {"name": trial.name, "configuration": trial.configuration, "overrides": trial.overrides,
@@ -158,64 +171,66 @@ class Driver:
       flatten = next(s for s in specs if s.kind == "Flatten").output_shape[0]
       work.append((trial, flatten, sum(s.flops for s in specs)))
     if not work:
-      log.info("all %d trials are already recorded in %s; nothing to train (the report is made anew)",
-               len(self.trials), self.store.results_path)  # fmt: skip
+      recorded = sum(1 for t in self.trials if t.name in self.done)
+      log.info("all %d trials are already recorded in %s; nothing to train (the report is made anew)"
+               if recorded == len(self.trials) else "%d of %d trials are recorded in %s and the strategy asks for no "
+               "more; nothing to train (the report is made anew)",
+               *((recorded,) if recorded < len(self.trials) else ()), len(self.trials), self.store.results_path)  # fmt: skip
       return self._report()
     self.flatten = {t.name: flatten for t, flatten, _ in work}
     log.info("%d of %d trials to run (%s executor%s, %s)", len(work), len(self.trials), self.executor_name,
              ", seeds together" if self.sweep.get("seeds_together") else "", self.strategy.describe())  # fmt: skip
 
-    # A configuration's standing at a rung comes from every trial that can reach it: those to run and
-    # those already recorded as completed or pruned (a resumed sweep decides as the interrupted one did).
-    named = [(t.name, t.configuration) for t in self.trials
-             if t.name in self.flatten or self.done.get(t.name, {}).get("status") in ("completed", "pruned")]  # fmt: skip
-    for rung in self.strategy.rungs:
-      behind = [item for item in work if not any(m["epoch"] >= rung for m in self.store.epochs(item[0].name))]
-      if behind:
-        log.info("rung %d: %d trial(s) train to epoch %d", rung, len(behind), rung)
-        executor.run(self._tasks(behind, rung), lambda task, outcomes, r=rung: self.deliver(task, outcomes, r))
-      work = [item for item in work if item[0].name not in self.recorded]
-      named = [(n, c) for n, c in named if not (n in self.recorded and self.done[n]["status"] == "failed")]
-      verdicts = self.strategy.decide(rung, strategies.standings(self.store.rung_figures(named, rung)))
-      for trial, _, _ in work:
-        if trial.configuration in verdicts:
-          verdict = verdicts[trial.configuration]
-          self._record(trial, "pruned", **self._pruned_fields(trial.name, rung, verdict),
-                       flatten_size=self.flatten[trial.name], executor=self.executor_name)  # fmt: skip
-          log.info("pruned at epoch %d: %s (%s)", rung, trial.name, verdict.text())
-      work = [item for item in work if item[0].name not in self.recorded]
-
-    self.left = [flops for _, _, flops in work]
-    executor.run(self._tasks(work), self.deliver)
+    board = self._board({t.name for t, _, _ in work})
+    by_name, previous = {item[0].name: item for item in work}, None
+    while (step := self.strategy.next(board)) is not None:
+      if step == previous:  # a strategy that asks again for what it was given would never end
+        raise RuntimeError(f"the sweep's strategy ({self.strategy.describe()}) asked twice for {step}")
+      previous = step
+      for name, (epoch, verdict) in step.stop.items():
+        self._record(self.by_name[name], "pruned", **self._pruned_fields(name, epoch, verdict),
+                     flatten_size=self.flatten[name], executor=self.executor_name)  # fmt: skip
+        log.info("pruned at epoch %d: %s (%s)", epoch, name, verdict.text())
+      if step.train:
+        batch = [by_name[name] for name in step.train]
+        final = [item for item in batch if step.train[item[0].name] >= self.config["num_epochs"]]
+        self.left = [flops for _, _, flops in final]
+        for epoch in sorted(set(step.train.values())):
+          if epoch < self.config["num_epochs"]:
+            count = sum(1 for e in step.train.values() if e == epoch)
+            log.info("rung %d: %d trial(s) train to epoch %d", epoch, count, epoch)
+        executor.run(self._tasks(batch, step.train), lambda task, outcomes: self.deliver(task, outcomes, step.train))
+      board.forget()
     log.info("sweep done: %d trials trained or recorded in %s (%d in all)", len(self.recorded),
-             _hms(time.perf_counter() - self.start), len(self.trials))  # fmt: skip
+             progress.hms(time.perf_counter() - self.start), len(self.trials))  # fmt: skip
     return self._report()
 
   def _report(self) -> report.Report:
-    return report.write_report(self.store.workdir, self.config, [self.done[t.name] for t in self.trials
-                                                                 if t.name in self.done])  # fmt: skip
+    return report.write_report(self.store.workdir, self.config)  # every recorded trial of this grid
 
-  def _tasks(self, work: Sequence[tuple[trials.Trial, int, float]], num_epochs: int | None = None) -> list[Task]:
-    """One task per trial, or (``seeds_together``) one per configuration with all its seeds; ``num_epochs``
-    (a rung) replaces the trials' own."""
+  def _tasks(self, work: Sequence[tuple[trials.Trial, int, float]], epochs: Mapping[str, int]) -> list[Task]:
+    """One task per trial, or (``seeds_together``) one per configuration with those of its seeds that train
+    to the same epoch; each trains to its epoch in ``epochs`` (a rung before ``num_epochs``, or the last)."""
 
     def config(trial: trials.Trial) -> dict[str, Any]:
       values = trial.config.to_dict()
-      return values if num_epochs is None else {**values, "num_epochs": num_epochs}
+      return values if epochs[trial.name] == values["num_epochs"] else {**values, "num_epochs": epochs[trial.name]}
 
     if not self.sweep.get("seeds_together"):
       return [Task((t.name,), (config(t),), flops) for t, _, flops in work]
-    groups: dict[str, list[tuple[trials.Trial, int, float]]] = {}
+    groups: dict[tuple[str, int], list[tuple[trials.Trial, int, float]]] = {}
     for item in work:
-      groups.setdefault(item[0].configuration, []).append(item)
+      groups.setdefault((item[0].configuration, epochs[item[0].name]), []).append(item)
     return [Task(tuple(t.name for t, _, _ in g), tuple(config(t) for t, _, _ in g), g[0][2]) for g in groups.values()]
 
-  def deliver(self, task: Task, outcomes: list[dict[str, Any]], rung: int | None = None) -> None:
-    """Records a finished task's trials: a line per trial, never twice in one run. At a rung (``rung``
-    given) a trial that reached it gets no line yet; one that failed or stopped early (``stop_at``)
-    is finished and gets its line now."""
+  def deliver(self, task: Task, outcomes: list[dict[str, Any]], epochs: Mapping[str, int] | None = None) -> None:
+    """Records a finished task's trials: a line per trial, never twice in one run. A trial trained to a
+    rung (its epoch in ``epochs`` before ``num_epochs``) that reached it gets no line yet; one that failed
+    or stopped early (``stop_at``) is finished and gets its line now."""
     for outcome in outcomes:
       name = outcome["name"]
+      rung = (epochs or {}).get(name, self.config["num_epochs"])
+      rung = rung if rung < self.config["num_epochs"] else None
       if name in self.recorded or name not in self.flatten:
         log.warning("trial %s was delivered again; its line is already in %s", name, self.store.results_path)
         continue
@@ -228,7 +243,7 @@ class Driver:
       if rung is not None and outcome["status"] != "failed" and not summary.get("stopped_early"):
         at = self.store.at_rung(name, rung)
         log.info("rung %d: %s reached epoch %d: %s", rung, name, rung,
-                 f"{100 * at['test_accuracy']:.2f}%" if at else "no metrics")  # fmt: skip
+                 f"{100 * sweep_store.deciding(at):.2f}% validation" if at else "no metrics")  # fmt: skip
         continue
       where = {key: outcome[key] for key in ("node", "concurrent_trials", "started", "ended")}
       where["executor"] = self.executor_name
@@ -241,16 +256,17 @@ class Driver:
       self._progress(trial, task, outcome, record)
 
   def _progress(self, trial: trials.Trial, task: Task, outcome: Mapping[str, Any], record: Mapping[str, Any]) -> None:
-    if self.left:
+    if self.left and task.flops in self.left:
       self.timings.append((task.flops, outcome["ended"] - outcome["started"]))
       self.left.remove(task.flops)
-    one_by_one = self.executor_name == "local" and not self.strategy.rungs
-    eta = estimate_seconds(self.timings, self.left) if one_by_one else None
-    eta_text = f", ETA {_hms(eta)}" if eta is not None and self.left else ""
-    accuracy = record.get("test_accuracy")
-    result = f"{100 * accuracy:.2f}%" if accuracy is not None else record["status"]
+    one_by_one = self.executor_name == "local" and isinstance(self.strategy, strategies.Grid)
+    eta = progress.estimate_seconds(self.timings, self.left) if one_by_one else None
+    eta_text = f", ETA {progress.hms(eta)}" if eta is not None and self.left else ""
+    accuracy = record.get(analysis.DECIDES, record.get(analysis.REPORTS))
+    split = "validation" if analysis.DECIDES in record else "test"
+    result = f"{100 * accuracy:.2f}% {split}" if accuracy is not None else record["status"]
     log.info("trial %d/%d done: %s: %s (%d left; elapsed %s%s)", self.trials.index(trial) + 1, len(self.trials),
-             trial.name, result, len(self.left), _hms(time.perf_counter() - self.start), eta_text)  # fmt: skip
+             trial.name, result, len(self.left), progress.hms(time.perf_counter() - self.start), eta_text)  # fmt: skip
 
   def _pruned_fields(self, name: str, rung: int, verdict: strategies.Verdict) -> dict[str, Any]:
     """A pruned trial's result fields: its summary's facts, its metrics at the rung, and the verdict."""
@@ -268,28 +284,3 @@ class Driver:
       "speedup": verdict.speedup,
       "error": verdict.text(),
     }
-
-
-def estimate_seconds(done: list[tuple[float, float]], remaining: list[float]) -> float | None:
-  """Seconds left, from (FLOPs, seconds) of finished trials: a least-squares line time = a + b * FLOPs.
-
-  Small trials are dominated by fixed costs (data, compilation, evaluation), so a plain FLOP rate
-  from them overestimates the big ones and a plain mean underestimates them.
-  """
-  if not done:
-    return None
-  flops = [f for f, _ in done]
-  seconds = [t for _, t in done]
-  mean_f, mean_t = sum(flops) / len(flops), sum(seconds) / len(seconds)
-  spread = sum((f - mean_f) ** 2 for f in flops)
-  if not spread:  # one size seen so far: assume time grows in proportion to FLOPs
-    slope = mean_t / mean_f if mean_f else 0.0
-    return sum(slope * f for f in remaining)
-  slope = max(0.0, sum((f - mean_f) * (t - mean_t) for f, t in done) / spread)
-  intercept = max(0.0, mean_t - slope * mean_f)
-  return sum(intercept + slope * f for f in remaining)
-
-
-def _hms(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

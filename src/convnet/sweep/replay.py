@@ -1,20 +1,123 @@
-"""A decision rule run again on a finished sweep's records: what Pareto pruning would have done there.
+"""A strategy run again on a finished grid's records: what it would have trained, stopped and answered.
 
-``python -m convnet.pruning --workdir=runs/sweep --rungs=1,2 --margin=1.0`` prints it (``convnet.pruning``).
+``python -m convnet.pruning --workdir=runs/sweep --rungs=1,2 --margin=1.0`` prints Pareto pruning's
+replay (``convnet.pruning``); ``python -m convnet.race --workdir=... --orders=50`` replays racing over
+random seed orders (``convnet.race``).
 
-It reads each trial's recorded epochs (``trials/<name>/metrics.jsonl``) and calls the same rule as the
-live sweep (``convnet.sweep.strategies``), rung by rung: which configurations would have stopped where,
-the trial-epochs and training seconds that would have cost, and whether the sweet spot moves.
+:class:`Replayed` is a ``convnet.sweep.seam.Board`` over the recorded epochs of a finished grid
+(each trial's ``trials/<name>/metrics.jsonl``): training a trial to an epoch reveals its recorded
+epochs up to it, so any strategy decides on it exactly as it would have live, if the trials had
+trained to the same numbers (they do: a trial's epochs do not depend on what else ran). The seed order
+of each configuration can be permuted (:func:`grid`), to ask how a strategy fares with other seeds.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import dataclasses
+import statistics
+from typing import Any
 
 from convnet.errors import DataError
 from convnet.results import analysis
 from convnet.sweep import store as sweep_store
 from convnet.sweep import strategies
-from convnet.sweep.strategies import DEFAULT_MARGIN, ONE_SEED_MARGIN, Verdict
+from convnet.sweep.seam import Step, Strategy, Verdict
+from convnet.sweep.strategies import DEFAULT_MARGIN, ONE_SEED_MARGIN
+
+
+@dataclasses.dataclass
+class Replayed:
+  """A finished grid as a strategy sees it, trained only as far as the strategy asks (see the module)."""
+
+  histories: Mapping[str, Sequence[Mapping[str, Any]]]  # trial -> its recorded metrics lines, epoch order
+  configurations: dict[str, list[str]]  # configuration -> trials, in the order seeds are taken
+  num_epochs: int
+  num_classes: int = 0
+  _reached: dict[str, int] = dataclasses.field(default_factory=dict)
+  _status: dict[str, str] = dataclasses.field(default_factory=dict)
+  stopped: dict[str, tuple[int, Verdict]] = dataclasses.field(default_factory=dict)
+
+  def status(self, trial: str) -> str | None:
+    return self._status.get(trial)
+
+  def reached(self, trial: str) -> int:
+    return self._reached.get(trial, 0)
+
+  def figures(self, trial: str, epoch: int) -> tuple[float, float] | None:
+    if epoch > self.reached(trial):
+      return None
+    history = [m for m in self.histories[trial] if m["epoch"] <= epoch]
+    if not history or history[-1]["epoch"] != epoch:
+      return None
+    return sweep_store.deciding(history[-1]), statistics.median(m["epoch_seconds"] for m in history)
+
+  def apply(self, step: Step) -> None:
+    """What the driver would do with ``step``: stopped trials recorded pruned, the others trained."""
+    for trial, (epoch, verdict) in step.stop.items():
+      self._status[trial] = "pruned"
+      self.stopped[trial] = (epoch, verdict)
+    for trial, epoch in step.train.items():
+      recorded = max((m["epoch"] for m in self.histories[trial]), default=0)
+      self._reached[trial] = min(epoch, recorded)
+      if epoch >= self.num_epochs or recorded < epoch:  # (a trial that stopped early, stop_at, ended there)
+        self._status[trial] = "completed"
+
+  def run(self, strategy: Strategy, max_steps: int = 10_000) -> "Replayed":
+    """Plays ``strategy`` to its end on this board; returns it."""
+    for _ in range(max_steps):
+      step = strategy.next(self)
+      if step is None:
+        return self
+      self.apply(step)
+    raise RuntimeError(f"{strategy.describe()} did not end within {max_steps} steps")
+
+  def trial_epochs(self) -> int:
+    return sum(self._reached.values())
+
+  def train_seconds(self) -> float:
+    return sum(m["epoch_seconds"] for t, e in self._reached.items() for m in self.histories[t] if m["epoch"] <= e)
+
+  def completed_records(self, records: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The result lines of the trials it completed (``records``: the grid's, by trial name)."""
+    return [dict(records[t]) for t, status in self._status.items() if status == "completed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """A finished grid's records, ready to replay strategies on."""
+
+  config: dict[str, Any]
+  records: dict[str, dict[str, Any]]  # completed trials' result lines, by name
+  histories: dict[str, list[dict[str, Any]]]
+  configurations: dict[str, list[str]]  # configuration -> trials, by seed
+  num_epochs: int
+  left_out: tuple[str, ...]  # configurations of the sweep that did not finish (pruned, failed)
+
+  def board(self, orders: Mapping[str, Sequence[int]] | None = None) -> Replayed:
+    """A fresh board; ``orders``: per configuration, the positions of its seeds in the order to take them."""
+    configurations = {
+      name: [trials[i] for i in orders[name]] if orders else list(trials)
+      for name, trials in self.configurations.items()
+    }
+    classes = max((int(r.get("num_classes") or 0) for r in self.records.values()), default=0)
+    return Replayed(self.histories, configurations, self.num_epochs, classes)
+
+
+def grid(workdir) -> Grid:
+  """The finished grid in ``workdir``; DataError if it has no completed trial."""
+  store = sweep_store.open_existing(workdir)
+  config = store.config() or {}
+  results = store.results()
+  completed = [r for r in results if r.get("status") == "completed"]
+  if not completed:
+    raise DataError(f"{store.results_path}: no completed trial to replay a strategy on; finish the sweep first")
+  configurations: dict[str, list[str]] = {}
+  for r in sorted(completed, key=lambda r: r.get("seed", 0)):
+    configurations.setdefault(r["configuration"], []).append(r["name"])
+  configurations = {name: configurations[name] for name in dict.fromkeys(r["configuration"] for r in completed)}
+  left_out = tuple(sorted({r["configuration"] for r in results} - set(configurations)))
+  num_epochs = config.get("num_epochs") or max(int(r["epoch"]) for r in completed)
+  histories = {r["name"]: store.epochs(r["name"]) for r in completed}
+  return Grid(config, {r["name"]: r for r in completed}, histories, configurations, num_epochs, left_out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +149,12 @@ class Replay:
     return "\n".join(lines)
 
 
+def spot(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> str | None:
+  """The sweet spot's name by the config's rule (None if there is none)."""
+  chosen = analysis.chosen_sweet_spot(analysis.aggregate(records), config)[0]
+  return chosen.name if chosen else None
+
+
 def replay(
   workdir,
   rungs: Sequence[int],
@@ -53,42 +162,17 @@ def replay(
   one_seed: float = ONE_SEED_MARGIN,
   keep_leaders: bool = True,
 ) -> Replay:
-  """Runs the rule on a full-grid sweep's recorded epochs (each trial's metrics.jsonl), as a pruned sweep
-  with these rungs would have: which configurations stop where, and whether the sweet spot moves.
-  DataError if the sweep has no completed trial to replay."""
-  store = sweep_store.open_existing(workdir)
-  config = store.config() or {}
-  results = store.results()
-  completed = [r for r in results if r.get("status") == "completed"]
-  if not completed:
-    raise DataError(f"{store.results_path}: no completed trial to replay the rule on; finish the sweep first")
-  configuration_of = {r["name"]: r["configuration"] for r in completed}
-  left_out = tuple(sorted({r["configuration"] for r in results} - set(configuration_of.values())))
-  alive = [r["name"] for r in completed]
-  stopped: dict[str, tuple[int, Verdict]] = {}
-  last_epoch = config.get("num_epochs") or max(int(r["epoch"]) for r in completed)
-  for rung in sorted(r for r in set(rungs) if r < last_epoch):  # as the sweep: a rung at the end is no rung
-    figures = store.rung_figures(((name, configuration_of[name]) for name in alive), rung)
-    verdicts = strategies.dominated(strategies.standings(figures), prune_margin, one_seed, keep_leaders)
-    for name in alive:
-      if (verdict := verdicts.get(configuration_of[name])) is not None:
-        stopped[name] = (rung, verdict)
-    alive = [name for name in alive if name not in stopped]
-
-  def spot(records) -> str | None:
-    chosen = analysis.chosen_sweet_spot(analysis.aggregate(records), config)[0]
-    return chosen.name if chosen else None
-
-  def trained(name: str, through: int) -> list[float]:
-    return [m["epoch_seconds"] for m in store.epochs(name) if m["epoch"] <= through]
-
-  last = {r["name"]: int(r["epoch"]) for r in completed}
-  through = {name: stopped[name][0] if name in stopped else last[name] for name in last}
+  """Pareto pruning with these rungs run on a full-grid sweep's recorded epochs: which configurations
+  stop where, and whether the sweet spot moves. DataError if the sweep has no completed trial."""
+  recorded = grid(workdir)
+  rule = strategies.ParetoPruning(tuple(sorted(set(rungs))), prune_margin, one_seed, keep_leaders)
+  board = recorded.board().run(rule)
+  full = recorded.board().run(strategies.Grid())
   return Replay(
-    stopped,
-    spot(completed),
-    spot([r for r in completed if r["name"] in alive]),
-    (sum(through.values()), sum(last.values())),
-    (sum(sum(trained(n, e)) for n, e in through.items()), sum(sum(trained(n, e)) for n, e in last.items())),
-    left_out,
+    board.stopped,
+    spot(full.completed_records(recorded.records), recorded.config),
+    spot(board.completed_records(recorded.records), recorded.config),
+    (board.trial_epochs(), full.trial_epochs()),
+    (board.train_seconds(), full.train_seconds()),
+    recorded.left_out,
   )

@@ -6,11 +6,13 @@ into a trial's same-run check, and a trial's config is the sweep config without 
 
     config.sweep.axes.<axis>        tuples of values; the trials are their product (``seeds`` sets ``seed``)
     config.sweep.zip                groups of axes that move together, e.g. (('features', 'kernel_size'),)
+    config.sweep.tuned              axes that are not costs, chosen per architecture, e.g. ('learning_rate',)
     config.sweep.retry_failed       a re-run retries trials that failed on their own too
     config.sweep.seeds_together     the seeds of a configuration train as one vmapped program
-    config.sweep.prune.*            method (None | 'pareto'), rungs, margin, one_seed_margin, keep_leaders
+    config.sweep.prune.*            method (None | 'pareto' | 'race'), rungs, margin, one_seed_margin, keep_leaders,
+                                    initial_seeds, stop_below, speed_margin, budget
     config.sweep.executor.*         name ('local' | 'ray'), ray_address, trial_resources.{cpu,gpu}, max_failures
-    config.sweep.report.*           rule, tolerance: how the sweet spot is chosen
+    config.sweep.report.*           rule, per_doubling, tolerance, confidence: how the sweet spot is chosen
 
 Sweeps recorded before this layout (their ``config.json`` has ``sweep`` as the axes and the other
 fields at the top level: ``prune``, ``executor``, ``report``, ...) are read through :func:`upgrade`.
@@ -23,6 +25,7 @@ from typing import Any
 import ml_collections
 
 from convnet import configuration
+from convnet.errors import ConfigError
 
 GROUP = "sweep"
 # The fields of the old, flat layout and where they live now (see upgrade).
@@ -71,7 +74,7 @@ def moved_to(old: str) -> str | None:
   head, _, rest = old.partition(".")
   if head in _FLAT:
     return ".".join((GROUP, *_FLAT[head], *([rest] if rest else [])))
-  if head == GROUP and rest and rest.split(".")[0] not in ("axes", "zip", "retry_failed", "seeds_together", "prune",
+  if head == GROUP and rest and rest.split(".")[0] not in ("axes", "zip", "tuned", "retry_failed", "seeds_together", "prune",
                                                           "executor", "report"):  # fmt: skip
     return f"{GROUP}.axes.{rest}"
   return None
@@ -95,3 +98,15 @@ def upgrade(recorded: Mapping[str, Any]) -> dict[str, Any]:
         new.setdefault(path[0], {})[path[1]] = value
   recorded[GROUP] = new
   return recorded
+
+
+def check_tuned(sweep: Mapping[str, Any]) -> None:
+  """ConfigError unless ``sweep.tuned`` names axes of ``sweep.axes`` (not seeds)."""
+  tuned, axes = sweep.get("tuned") or (), [a for a in sweep.get("axes") or {} if a != "seeds"]
+  if isinstance(tuned, str) or any(name not in axes for name in tuned):
+    raise ConfigError(f"sweep.tuned={tuned!r} is not allowed; give a tuple of axes of sweep.axes ({', '.join(axes)}), "
+                      "e.g. --config.sweep.tuned='(\"learning_rate\",)'")  # fmt: skip
+  if tuned and (sweep.get("prune") or {}).get("method") == "race":
+    raise ConfigError(f"sweep.tuned={tuned!r} with sweep.prune.method='race' is not supported yet: racing would weigh "
+                      "each setting of a tuned axis as a network of its own; use --config.sweep.prune.method=None "
+                      "(the full grid) or 'pareto' with tuned axes")  # fmt: skip

@@ -12,7 +12,7 @@ Every result line names its trial (``name``) and its configuration (``configurat
 without its seed); lines written before the configuration was recorded get it from their overrides.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 import logging
 from pathlib import Path
 import statistics
@@ -20,6 +20,7 @@ from typing import Any
 
 from convnet import configuration
 from convnet.errors import DataError
+from convnet.results import analysis
 from convnet.rundir import files, provenance, runlog
 from convnet.sweep import settings, trials
 
@@ -90,16 +91,6 @@ class SweepStore:
       return None
     return {**history[-1], "epoch_seconds": statistics.median(m["epoch_seconds"] for m in history)}
 
-  def rung_figures(self, named: Iterable[tuple[str, str]], rung: int) -> dict[str, list[tuple[float, float]]]:
-    """(test accuracy, median s/epoch) at ``rung`` of each trial that reached it, by configuration;
-    ``named``: (trial name, configuration) pairs."""
-    figures: dict[str, list[tuple[float, float]]] = {}
-    for name, config_name in named:
-      at = self.at_rung(name, rung)
-      if at is not None:
-        figures.setdefault(config_name, []).append((at["test_accuracy"], at["epoch_seconds"]))
-    return figures
-
   def fixed_costs(self, results: Sequence[Mapping[str, Any]]) -> list[float]:
     """Seconds each trial spent outside its epochs (data, model, compilation, evaluation, checkpoints):
     ``total_seconds - train_seconds`` from its summary.json, for the trials trained in one go (a resumed
@@ -112,14 +103,20 @@ class SweepStore:
     return out
 
   def learning_curves(self, results: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, list[float]]]:
-    """Test accuracy per epoch of each configuration's trained trials (a pruned one's ends where it stopped)."""
+    """Validation accuracy (test in sweeps recorded before it) per epoch of each configuration's trained
+    trials (a pruned one's ends where it stopped)."""
     curves: dict[str, dict[int, list[float]]] = {}
     for r in results:
       if r.get("status") in ("completed", "pruned"):
         for m in self.epochs(r["name"]):
           if m["epoch"] <= r.get("epoch", m["epoch"]):
-            curves.setdefault(r["configuration"], {}).setdefault(m["epoch"], []).append(m["test_accuracy"])
+            curves.setdefault(r["configuration"], {}).setdefault(m["epoch"], []).append(deciding(m))
     return curves
+
+
+def deciding(record: Mapping[str, Any]) -> float:
+  """A metrics line's accuracy that decisions read: validation; test in sweeps recorded before it."""
+  return record[analysis.DECIDES] if analysis.DECIDES in record else record[analysis.REPORTS]
 
 
 def with_configuration(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,15 @@
-"""What a sweep runs next, decided by pure functions of recorded results: a full grid, or Pareto pruning.
+"""What a sweep runs next, decided by pure functions of recorded results: a full grid, Pareto pruning, racing.
 
-A *strategy* (:class:`Strategy`) is the driver's seam (``convnet.sweep.driver``): it names the rungs
-(epochs) at which the driver stops every trial still training to decide, and at each rung it decides
-from the configurations' standings there which ones go no further. :class:`Grid` trains every trial
-to ``num_epochs``; :class:`ParetoPruning` stops the dominated ones (below). The sweep, its replay on a
-finished grid (``convnet.sweep.replay``) and the tests call the same functions, so a resumed or
-replayed sweep decides exactly as the live one did.
+A *strategy* (:class:`Strategy`) is the driver's seam (``convnet.sweep.driver``). The driver shows it
+a :class:`Board` (the sweep's configurations, each with its trials in seed order, and what each trial
+has recorded) and asks for the next :class:`Step`: trials to train to an epoch, and trials to stop
+(recorded as ``pruned`` at an epoch, with why); None when the sweep is done. A strategy keeps no state
+between calls: each call works its decisions out again from the records, in the order it made them,
+so a sweep resumed after a kill decides exactly as the interrupted one did, and a replay on a finished
+grid (``convnet.sweep.replay``) decides as a live sweep would. :class:`Grid` trains every trial to
+``num_epochs``; :class:`ParetoPruning` stops, at each rung, the dominated configurations (below);
+``convnet.sweep.racing.Racing`` starts every configuration with a few seeds and adds seeds where
+they decide.
 
 Pareto pruning. A configuration is *dominated* at a rung (after the same number of epochs for everyone) when a
 faster configuration is at least as accurate as it there, within the noise of the seeds:
@@ -33,7 +37,7 @@ it the answer holds in every schedule tried.
 
 How a sweep uses it (``config.sweep.prune.method='pareto'``): every trial trains to the first
 rung (``config.sweep.prune.rungs``, epochs), the rule runs on each configuration's standing there (mean and
-std test accuracy over the seeds that reached it; s/epoch the mean over seeds of each trial's median
+std validation accuracy over the seeds that reached it; s/epoch the mean over seeds of each trial's median
 epoch, compilation excluded), the dominated configurations' trials are recorded as ``pruned`` and go
 no further; the others train on to the next rung, and so on up to ``num_epochs``. Standings are read
 from the trials' own ``metrics.jsonl`` at the rung's epoch, so a resumed sweep decides exactly as the
@@ -43,11 +47,13 @@ interrupted one did. With one seed the spread is unknown, so the margin is a fix
 from collections.abc import Mapping, Sequence
 import dataclasses
 import statistics
-from typing import Any, Protocol
+from typing import Any
 
 from convnet.errors import ConfigError
+from convnet.sweep import racing
+from convnet.sweep.seam import Board, Step, Strategy, Verdict, rung_figures, stops
 
-METHODS = ("pareto",)
+METHODS = ("pareto", "race")
 
 DEFAULT_MARGIN = 1.0  # standard deviations over seeds
 ONE_SEED_MARGIN = 0.005  # accuracy (0.5 points) when a configuration has one seed: its spread is unknown
@@ -55,30 +61,13 @@ ONE_SEED_MARGIN = 0.005  # accuracy (0.5 points) when a configuration has one se
 
 @dataclasses.dataclass(frozen=True)
 class Standing:
-  """A configuration after a rung: its mean and std test accuracy over seeds, seeds, s/epoch."""
+  """A configuration after a rung: its mean and std validation accuracy over seeds, seeds, s/epoch."""
 
   name: str
   accuracy_mean: float
   accuracy_std: float
   seeds: int
   seconds: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-  """Why a configuration is stopped: the faster one that dominates it, and by how much."""
-
-  name: str
-  by: str
-  accuracy_lead: float  # by's mean accuracy minus the pruned one's (negative: inside the margin)
-  margin: float
-  speedup: float  # the pruned one's s/epoch over by's
-
-  def text(self) -> str:
-    return (
-      f"{self.name}: {self.by} is {self.speedup:.2f}x faster and {100 * self.accuracy_lead:+.2f} points as accurate "
-      f"(margin {100 * self.margin:.2f} points)"
-    )
 
 
 def margin(a: Standing, b: Standing, prune_margin: float = DEFAULT_MARGIN, one_seed: float = ONE_SEED_MARGIN) -> float:
@@ -145,7 +134,7 @@ def check(prune: Mapping[str, Any]) -> None:
 
 
 def standing(name: str, seeds: Sequence[tuple[float, float]]) -> Standing:
-  """A configuration's standing from its seeds' (test accuracy, median s/epoch) at a rung."""
+  """A configuration's standing from its seeds' (validation accuracy, median s/epoch) at a rung."""
   accuracy = [a for a, _ in seeds]
   return Standing(
     name,
@@ -157,27 +146,17 @@ def standing(name: str, seeds: Sequence[tuple[float, float]]) -> Standing:
 
 
 def standings(figures: Mapping[str, Sequence[tuple[float, float]]]) -> list[Standing]:
-  """Each configuration's standing from its seeds' (test accuracy, median s/epoch) at a rung."""
+  """Each configuration's standing from its seeds' (validation accuracy, median s/epoch) at a rung."""
   return [standing(name, seeds) for name, seeds in figures.items()]
-
-
-class Strategy(Protocol):
-  """What the driver asks a sweep's decision rule."""
-
-  rungs: tuple[int, ...]  # the epochs (before the last) at which every trial still training stops to decide
-
-  def decide(self, rung: int, standings: Sequence[Standing]) -> dict[str, Verdict]:
-    """The configurations that go no further after ``rung``, by name, each with why."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
   """Every trial trains to ``num_epochs``: no rung, nothing stopped."""
 
-  rungs: tuple[int, ...] = ()
-
-  def decide(self, rung: int, standings: Sequence[Standing]) -> dict[str, Verdict]:
-    return {}
+  def next(self, board: Board) -> Step | None:
+    todo = {t: board.num_epochs for ts in board.configurations.values() for t in ts if board.status(t) is None}
+    return Step(train=todo) if todo else None
 
   def describe(self) -> str:
     return "the full grid"
@@ -195,18 +174,33 @@ class ParetoPruning:
   def decide(self, rung: int, standings: Sequence[Standing]) -> dict[str, Verdict]:
     return dominated(standings, self.margin, self.one_seed_margin, self.keep_leaders)
 
+  def next(self, board: Board) -> Step | None:
+    for rung in (r for r in self.rungs if r < board.num_epochs):
+      behind = {t: rung for ts in board.configurations.values() for t in ts
+                if board.status(t) is None and board.reached(t) < rung}  # fmt: skip
+      if behind:
+        return Step(train=behind)
+      verdicts = self.decide(rung, standings(rung_figures(board, board.configurations, rung)))
+      if stopped := stops(board, board.configurations, rung, verdicts):
+        return Step(stop=stopped)
+    return Grid().next(board)
+
   def describe(self) -> str:
     return f"Pareto pruning at epochs {', '.join(map(str, self.rungs))}"
 
 
-def from_settings(prune: Mapping[str, Any], num_epochs: int) -> Grid | ParetoPruning:
+def from_settings(prune: Mapping[str, Any], num_epochs: int, report: Mapping[str, Any] | None = None) -> Strategy:
   """The strategy that ``sweep.prune`` asks for (ConfigError for a bad field); rungs at or after
-  ``num_epochs`` are no rungs."""
+  ``num_epochs`` are no rungs. ``report``: ``sweep.report`` (racing aims at its rule and confidence)."""
   check(prune)
-  if method(prune) is None:
+  chosen = method(prune)
+  if chosen is None:
     return Grid()
+  rungs = tuple(sorted({v for v in prune.get("rungs", (1, 2)) if v < num_epochs}))
+  if chosen == "race":
+    return racing.from_settings(prune, rungs, report or {})
   return ParetoPruning(
-    tuple(sorted({v for v in prune.get("rungs", (1, 2)) if v < num_epochs})),
+    rungs,
     prune.get("margin", DEFAULT_MARGIN),
     prune.get("one_seed_margin", ONE_SEED_MARGIN),
     prune.get("keep_leaders", True),
