@@ -75,3 +75,14 @@ def test_report_warns_when_trials_ran_on_different_code_machines_or_backends():
   assert provenance.differences(resumed) == [
     "1 trial(s) resumed across a code change, their epochs ran different code: a,seed=0"
   ]
+
+
+def test_a_process_records_the_code_it_loaded_not_files_edited_since(monkeypatch):
+  """A long sweep while someone edits the checkout: every trial records the code the process imported."""
+  provenance._loaded.cache_clear()
+  monkeypatch.setattr(provenance, "source_digest", lambda: "before")
+  monkeypatch.setattr(provenance, "git_state", lambda: {"commit": "abc", "dirty": False})
+  first = provenance.code_record()
+  monkeypatch.setattr(provenance, "source_digest", lambda: "edited on disk since")
+  assert provenance.code_record()["source"] == first["source"] == "before"
+  provenance._loaded.cache_clear()

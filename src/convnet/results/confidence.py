@@ -187,14 +187,15 @@ def _t_quantile(p: float, df: int) -> float:
   return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
-def _settle(rows, shares, spot, rule: str, per_doubling: float, confidence: float) -> str:
-  """What more seeds would likely do for the two contenders picked most often (exchange_rate: the seeds
-  per configuration at which their gap in value, if it holds, clears ``confidence``'s one-sided t bound on
-  the difference of two means; a pairwise estimate, so a lower bound where more contenders remain)."""
+def seeds_to_settle(rows, shares, spot, rule: str, per_doubling: float, confidence: float):
+  """(first, second, gap, seeds): the two contenders picked most often, the gap in the rule's value between
+  them and the seeds per configuration at which that gap, if it holds, clears ``confidence``'s one-sided t
+  bound on the difference of two means (inf beyond :data:`SETTLE_LIMIT`); None where the rule is not
+  ``exchange_rate`` or there is one contender. A pairwise estimate: a lower bound where more remain."""
   by_name = {r.name: r for r in rows}
-  first, second = (by_name[name] for name in list(shares)[:2]) if len(shares) > 1 else (spot, spot)
-  if rule != "exchange_rate" or first is second:
-    return "more seeds per configuration would narrow it"
+  if rule != "exchange_rate" or len(shares) < 2:
+    return None
+  first, second = (by_name[name] for name in list(shares)[:2])
 
   def value(r):
     return r.accuracy_mean - per_doubling * math.log2(r.seconds_mean)
@@ -208,6 +209,15 @@ def _settle(rows, shares, spot, rule: str, per_doubling: float, confidence: floa
     ),
     math.inf,
   )
+  return first, second, gap, needed
+
+
+def _settle(rows, shares, spot, rule: str, per_doubling: float, confidence: float) -> str:
+  """What more seeds would likely do (:func:`seeds_to_settle`), in words."""
+  found = seeds_to_settle(rows, shares, spot, rule, per_doubling, confidence)
+  if found is None:
+    return "more seeds per configuration would narrow it"
+  first, second, gap, needed = found
   if needed > SETTLE_LIMIT:
     return (
       f"{first.name} and {second.name} are practically level by this rule ({100 * gap:.2f} points of value apart): "

@@ -105,6 +105,8 @@ def _why_ended(found, seeds: Mapping[str, int], pool: int, budget) -> str:
     return "It ended without an answer (no spread over seeds, or nothing above chance)."
   if found.status == "decided":
     return f"It ended when the answer was {100 * found.confidence:.0f}% sure."
+  if "practically level" in found.settle or "would likely settle" in found.settle:
+    return f"It ended undecided: {found.settle}; the pool of {pool} seeds would likely not settle it."
   if budget is None or all(seeds.get(name, 0) >= pool for name in found.contenders):
     return f"It ended undecided: the contenders have used up the pool of {pool} seeds (or their seeds failed)."
   return f"It ended undecided: the next seeds would have passed the budget ({budget} trial-epochs)."

@@ -9,6 +9,7 @@ versions. :func:`code_key` is what two runs must share to count as the same prog
 """
 
 from collections.abc import Callable, Mapping, Sequence
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -70,12 +71,22 @@ def library_versions() -> dict[str, str]:
   return versions
 
 
+@functools.cache
+def _loaded() -> tuple[str, dict[str, Any] | None]:
+  """(source digest, git state) of the package as this process first recorded it: the code it runs. A
+  file edited on disk later (a long sweep while someone works in the checkout) does not change the
+  modules this process imported, so it must not change the record either."""
+  return source_digest(), git_state()
+
+
 def code_record(ops: Mapping[str, str] | None = None) -> dict[str, Any]:
-  """The code that runs now; ``ops``: the implementation each layer uses (``models.layer_ops``)."""
+  """The code that runs now (read once per process: :func:`_loaded`); ``ops``: the implementation each
+  layer uses (``models.layer_ops``)."""
+  source, git = _loaded()
   return {
     "convnet": convnet.__version__,
-    "source": source_digest(),
-    "git": git_state(),
+    "source": source,
+    "git": git,
     "ops": dict(ops or {}),
     "versions": library_versions(),
   }

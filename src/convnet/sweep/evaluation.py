@@ -113,7 +113,9 @@ def evaluate(
       wrong += 1
     else:
       undecided += 1
-    answers.append(found.sweet_spot if found.status == "decided" else "undecided: " + ", ".join(found.contenders))
+    answers.append(
+      found.sweet_spot if found.status == "decided" else "undecided: " + ", ".join(sorted(found.contenders))
+    )
     epochs.append(board.trial_epochs())
     seconds.append(board.train_seconds())
     first = reference.board(order)

@@ -14,8 +14,10 @@ the order seeds are added). Then:
 3. **Seeds**: while the answer (the rule's pick on the means) is picked in fewer than
    ``sweep.report.confidence`` of the draws, each configuration still picked in at least
    ``stop_below`` of them trains its next seed from the pool; it ends when the answer reaches the
-   confidence, when no contender has a seed left, or when the next seeds would take the trial-epochs
-   past ``budget`` (None: no budget but the pool).
+   confidence, when no contender has a seed left, when the two leading contenders are so level that
+   the whole pool would likely not settle them (``confidence.seeds_to_settle``: undecided, practically
+   level), or when the next seeds would take the trial-epochs past ``budget`` (None: no budget but the
+   pool).
 
 Every decision is worked out again from the records on every call (:meth:`Racing.next`), in the order it
 was made, from figures recorded at the epoch it was made at: a sweep killed at any moment and run again
@@ -117,6 +119,14 @@ class Racing:
       means,
     )
 
+  def _hopeless(self, chances: Chances, figures, pool: int, num_classes: int) -> bool:
+    """Whether the two contenders are so level that even the whole seed pool would likely not settle them
+    (``confidence.seeds_to_settle``): then more seeds are spent for nothing, and the answer is undecided."""
+    rows = [r for r in (row(n, f, num_classes) for n, f in figures.items()) if not r.at_chance]
+    shares = dict(sorted(((n, v) for n, v in chances.spot.items() if v > 0), key=lambda item: -item[1]))
+    found = confidence.seeds_to_settle(rows, shares, None, self.rule, self.per_doubling, self.confidence)
+    return found is not None and found[3] > pool
+
   def _verdicts(self, chances: Chances, epoch: int, out: Sequence[str]) -> dict[str, Verdict]:
     leader = chances.pick
     lead_accuracy, lead_seconds = chances.means[leader]
@@ -153,6 +163,8 @@ class Racing:
       if chances.pick is None or chances.share >= self.confidence:
         return None
       contenders = [n for n in figures if chances.spot[n] >= self.stop_below]
+      if self._hopeless(chances, figures, len(max(configurations.values(), key=len)), getattr(board, "num_classes", 0)):
+        return None
       added = {n: configurations[n][len(in_play[n])] for n in contenders if len(in_play[n]) < len(configurations[n])}
       spent = sum(min(board.reached(t), last) for trials in in_play.values() for t in trials)  # as when decided
       if not added or (self.budget is not None and spent + last * len(added) > self.budget):
