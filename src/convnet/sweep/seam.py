@@ -68,11 +68,6 @@ class Strategy(Protocol):
     """The strategy in a few words, for the log."""
 
 
-def live(board: Board, trial: str) -> bool:
-  """Whether a trial counts in decisions: training, or recorded as completed or pruned (not failed)."""
-  return board.status(trial) in (None, "completed", "pruned")
-
-
 def rung_figures(board: Board, trials: Mapping[str, Sequence[str]], epoch: int) -> dict[str, list[tuple[float, float]]]:
   """(accuracy, s/epoch) at ``epoch`` of the given trials that reached it, by configuration: a trial that
   failed at a later epoch counts here as it did when the decision at ``epoch`` was made (a failed epoch
