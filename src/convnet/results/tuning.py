@@ -26,14 +26,15 @@ def tune(
   over it."""
   if not tuned:
     return list(rows), {}
+  keys = {
+    r.name: tuple(sorted((k, repr(v)) for k, v in r.overrides.items() if not any(is_axis(k, a) for a in tuned)))
+    for r in rows
+  }  # each configuration's architecture: the configuration without its tuned axes
   best: dict[tuple, analysis.ConfigResult] = {}
   for r in rows:
-    key = tuple(sorted((k, repr(v)) for k, v in r.overrides.items() if not any(is_axis(k, a) for a in tuned)))
-    if key not in best or r.accuracy_mean > best[key].accuracy_mean:
-      best[key] = r
+    if keys[r.name] not in best or r.accuracy_mean > best[keys[r.name]].accuracy_mean:
+      best[keys[r.name]] = r
   chosen = {id(r) for r in best.values()}
-  keys = {r.name: tuple(sorted((k, repr(v)) for k, v in r.overrides.items() if not any(is_axis(k, a) for a in tuned)))
-          for r in rows}  # fmt: skip
   return [r for r in rows if id(r) in chosen], {r.name: best[keys[r.name]].name for r in rows if id(r) not in chosen}
 
 
