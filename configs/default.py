@@ -60,10 +60,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.stop_at = config_dict.placeholder(float)  # e.g. 0.95: stop once train accuracy reaches it
   config.steps_per_call = 125  # train steps per compiled call (progress granularity); 0 = whole epoch
 
-  # Devices (none of these changes a result beyond float rounding; a run may resume on others).
-  config.backend = config_dict.placeholder(str)  # None: JAX's default; 'cpu', 'gpu' or 'tpu': that, or an error
+  # Devices and numerics (none of these changes a result beyond float rounding; a run may resume on others).
+  # backend None: JAX's default, but a host with an accelerator that fell back to the CPU is an error;
+  # 'cpu', 'gpu' or 'tpu': that platform (set before JAX starts), or an error.
+  config.backend = config_dict.placeholder(str)
   config.num_devices = config_dict.placeholder(int)  # data parallel over this many local devices; None: all
+  # CPU devices, one GPU or TPU (docs/accelerators.md)
   config.distributed = False  # True: jax.distributed.initialize() first (many hosts; also set by a cluster's env)
+  # Matmuls and convolutions: 'float32' (GPU and TPU agree with the CPU to float32 rounding), 'tensorfloat32'
+  # or 'bfloat16' (faster one-pass modes of GPUs/TPUs), 'default' (JAX's per backend). The CPU computes float32.
+  config.matmul_precision = "float32"
+  config.deterministic = False  # True: XLA's deterministic GPU ops (run-to-run identical, slower); set at start
 
   # Logging.
   config.checkpoint = True  # orbax checkpoint after each epoch; resume on re-run

@@ -55,7 +55,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # A re-run retries trials that failed for reasons outside them (I/O, data, a crash); True: also
   # those that failed on their own (a NaN or diverged loss, a bad value).
   sweep.retry_failed = False
-  sweep.seeds_together = False  # True: the seeds of a configuration train as one vmapped program
+  # True: the trials that differ only in seed and learning rate train as one vmapped program (on a GPU, how
+  # batch-32 trials fill the device); still one trial directory and result line each
+  sweep.seeds_together = False
 
   # Pareto pruning (src/convnet/sweep/strategies.py): None trains every trial to num_epochs (the full
   # grid); 'pareto' stops, after each rung of epochs, the configurations that a faster one matches in
@@ -79,6 +81,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Where trials run (none of these changes a trial's name or result; src/convnet/sweep/executors/).
   sweep.executor = ml_collections.ConfigDict()
   sweep.executor.name = "local"  # 'local': here, one after another; 'ray': side by side on a Ray cluster
+  # local: trials at once, each on its own devices; None: one per device (num_devices each) on a GPU/TPU host,
+  # one at a time on the CPU (timings comparable)
+  sweep.executor.side_by_side = config_dict.placeholder(int)
   sweep.executor.ray_address = config_dict.placeholder(str)  # None: start a local Ray; 'auto' or 'host:port'
   sweep.executor.trial_resources = ml_collections.ConfigDict()  # what one trial takes on Ray (fractions allowed)
   sweep.executor.trial_resources.cpu = 1.0

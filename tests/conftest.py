@@ -1,10 +1,18 @@
-"""Shared fixtures: a small generated IDX dataset, the real Fashion-MNIST directory, tiny configs."""
+"""Shared fixtures: a small generated IDX dataset, the real Fashion-MNIST directory, tiny configs.
+
+The suite runs on the CPU, also on a host with a GPU or TPU: its exact comparisons and device counts
+are the CPU's. ``CONVNET_TEST_PLATFORM=gpu,cpu python -m pytest -m accelerator`` runs the accelerator tier
+(tests/test_on_accelerator.py) on the GPU instead.
+"""
+
+import os
 
 from convnet import idx, runtime
 
-runtime.configure_xla()  # the same XLA:CPU flags as the entry points, before jax starts its backend
+TEST_PLATFORM = os.environ.get("CONVNET_TEST_PLATFORM", "cpu")
+# The platform, preallocation off (test subprocesses inherit both) and the XLA:CPU flags, before jax starts.
+runtime.configure_xla(TEST_PLATFORM)
 
-import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 import socket  # noqa: E402
 

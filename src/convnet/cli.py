@@ -218,7 +218,8 @@ def run(main: Callable[[flags.FlagValues], None], define_flags: DefineFlags | No
   def guarded(argv):
     del argv
     config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
-    runtime.configure_xla(config.get("backend") if config is not None else None)  # before JAX's backend starts
+    asked = config if config is not None else {}
+    runtime.configure_xla(asked.get("backend"), bool(asked.get("deterministic")))  # before JAX's backend starts
     # Our own progress at INFO; libraries at WARNING (orbax logs every step of every checkpoint).
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("convnet").setLevel(logging.INFO)

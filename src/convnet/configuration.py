@@ -19,7 +19,7 @@ from typing import Any
 
 import ml_collections
 
-from convnet import models
+from convnet import models, numerics
 from convnet.errors import ConfigError
 from convnet.rundir import files, runlog
 
@@ -27,7 +27,7 @@ OPTIMIZERS = ("adam", "sgd")
 # Config fields that may change between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = frozenset(
   {"num_epochs", "stop_at", "steps_per_call", "eval_batch_size", "checkpoint", "tensorboard", "progress",
-   "backend", "num_devices", "distributed"}
+   "backend", "num_devices", "distributed", "matmul_precision", "deterministic"}
 )  # fmt: skip
 # Where the configs that ship with convnet are: installed (convnet/configs/, in a checkout a symlink to the
 # top-level configs/) or the top-level configs/ of a checkout whose file system keeps no symlinks.
@@ -92,6 +92,11 @@ def check_config(config: Mapping[str, Any]) -> None:
   lr = config["learning_rate"]
   if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
     raise ConfigError(f"learning_rate={lr!r} is not allowed; use a finite number > 0")
+  precision = config.get("matmul_precision", "float32")
+  if precision not in numerics.MATMUL_PRECISIONS:
+    raise ConfigError(f"matmul_precision={precision!r} is not allowed; use one of {numerics.MATMUL_PRECISIONS}")
+  if not isinstance(config.get("deterministic", False), bool):
+    raise ConfigError(f"deterministic={config['deterministic']!r} is not allowed; use True or False")
   stop_at = config.get("stop_at")
   if stop_at is not None and not 0 < stop_at <= 1:
     raise ConfigError(f"stop_at={stop_at!r} is not allowed; use a train accuracy in (0, 1] or None")

@@ -1,13 +1,17 @@
 """The devices a run uses: the backend check, the data-parallel mesh, and where arrays live on it.
 
 Decided once, at run start (``train_and_evaluate``): the backend must be the one asked for
-(``config.backend`` or ``JAX_PLATFORMS``; a CPU run when an accelerator was asked for is an error,
-not a silent fallback), and the run's devices form a one-axis mesh, ``data``, over
-``config.num_devices`` local devices (None: all). Parameters, optimizer state and the in-memory
-dataset are replicated on every device; each batch's rows are split across them (:func:`batch_sharding`),
-so the global batch stays ``config.batch_size`` and the result equals one device's up to float
-rounding. One device is the same program on a one-device mesh. The run records the mesh as
-``{"data": N}``.
+(``config.backend`` or ``JAX_PLATFORMS``), and a host with an accelerator must not have fallen back
+to the CPU unless the CPU was asked for (:func:`check_backend`: one line saying why, never a silent
+run 10-30x slower). The run's devices form a one-axis mesh, ``data``, over ``config.num_devices``
+local devices; None means :func:`default_count`: all of them on the CPU, one on a GPU or TPU (a
+batch-32 step split over 8 GPUs waits on an all-reduce per step and runs slower than on one; ask
+for more with ``num_devices``). Parameters, optimizer state and the in-memory dataset are replicated
+on every device; each batch's rows are split across them (:func:`batch_sharding`), so the global
+batch stays ``config.batch_size`` and the result equals one device's up to float rounding. Evaluation
+batches are padded up to a multiple of the device count (:func:`padded`; padding is masked), so any
+``eval_batch_size`` works on any count. One device is the same program on a one-device mesh. The run
+records the mesh as ``{"data": N}``. Seeds trained together are placed by :func:`seeds_layout`.
 
 Many hosts: :func:`start_distributed` joins the processes (``config.distributed`` or a cluster's
 environment) before anything else; the mesh then spans every process's devices, each process
@@ -15,7 +19,9 @@ computes its devices' share of every batch from its own copy of the data, and on
 (:func:`is_writer`) writes the run's files (all of them take part in saving checkpoints).
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+import contextlib
+import threading
 from typing import Any
 
 import jax
@@ -29,29 +35,99 @@ DATA_AXIS = "data"
 PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu", "gpu": "gpu", "tpu": "tpu", "cpu": "cpu"}
 
 
-def check_backend(requested: str | None) -> str:
-  """JAX's backend; ConfigError if it is not the platform ``requested`` (e.g. a CPU run when a GPU was asked for)."""
-  platform = runtime.requested_platform(requested)
+def _jax_reason() -> str:
+  """Why JAX did not start an accelerator backend, as JAX recorded it (its own log says more)."""
   try:
-    backend = jax.default_backend()
-  except RuntimeError as e:  # JAX_PLATFORMS names a platform this machine cannot start
-    raise ConfigError(f"JAX cannot start the backend asked for ({str(e).splitlines()[0][:200]})") from None
+    from jax._src import xla_bridge  # no public query; absent in some future jax: no reason given
+
+    errors = dict(getattr(xla_bridge, "_backend_errors", {}) or {})
+  except ImportError:
+    errors = {}
+  reasons = [f"{name}: {str(error).splitlines()[0][:160]}" for name, error in errors.items() if name != "cpu"]
+  return "; ".join(reasons) or "JAX's warning above says why"
+
+
+def check_backend(requested: str | None) -> str:
+  """JAX's backend; ConfigError if it is not the platform ``requested`` (e.g. a CPU run when a GPU was
+  asked for), or if nothing was asked for and JAX fell back to the CPU on a host with an accelerator."""
+  platform = runtime.requested_platform(requested)
   wanted = PLATFORM_ALIASES.get(platform or "", platform)
   if platform is not None and wanted not in PLATFORM_ALIASES.values():
     raise ConfigError(f"backend={platform!r} is not allowed; use 'cpu', 'gpu' or 'tpu' (or None: JAX's default)")
+  install = 'install the jax for it (docs/devices.md: pip install -e ".[cuda]" or ".[tpu]")'
+  try:
+    backend = jax.default_backend()
+  except (RuntimeError, AssertionError) as e:  # JAX_PLATFORMS names a platform this machine cannot start
+    reason = str(e).splitlines()[0][:200] if str(e).strip() else f"no {wanted or platform} device is visible"
+    raise ConfigError(
+      f"backend {wanted or platform!r} was asked for (config.backend or JAX_PLATFORMS) but JAX cannot start it "
+      f"({reason}); {install}"
+    ) from None
   if wanted is not None and backend != wanted:
     raise ConfigError(
       f"backend {wanted!r} was asked for (config.backend or JAX_PLATFORMS) but JAX runs on {backend!r} "
-      f'({jax.devices()[0].device_kind}); install the jax for it (pip install -e ".[cuda]" or ".[tpu]")'
+      f"({jax.devices()[0].device_kind}); {install}"
     )
+  if wanted is None and backend == "cpu":
+    present = runtime.accelerator_present()
+    if present is not None:
+      raise ConfigError(
+        f"JAX fell back to the CPU although {present} ({_jax_reason()}); fix the accelerator's driver or jax "
+        "build (docs/devices.md), or run on the CPU on purpose: --config.backend=cpu"
+      )
   return backend
 
 
+def default_count(platform: str, available: int) -> int:
+  """How many local devices a run uses when ``num_devices`` is None: all on the CPU (forced host devices
+  share its cores), one on a GPU or TPU (see the module docstring)."""
+  return available if platform == "cpu" else 1
+
+
+def padded(size: int, count: int) -> int:
+  """``size`` rounded up to a multiple of ``count`` (an evaluation batch that splits over the devices)."""
+  return -(-size // count) * count
+
+
+def seeds_layout(num_seeds: int, available: int) -> tuple[int, int]:
+  """(devices, slots) for ``num_seeds`` models trained together on up to ``available`` devices: the
+  fewest seeds per device, then the least padding. Slots beyond ``num_seeds`` train copies of the last
+  seed, whose results are dropped: 3 seeds on 2 devices take 4 slots, 3 on 8 take 3 devices, 5 on 4
+  take 3 devices and 6 slots."""
+  best = min(range(1, min(num_seeds, available) + 1), key=lambda d: (-(-num_seeds // d), padded(num_seeds, d), -d))
+  return best, padded(num_seeds, best)
+
+
+_assigned = threading.local()  # the devices this thread's runs may use (the local executor's side-by-side trials)
+
+
+@contextlib.contextmanager
+def assigned(devices: Sequence[jax.Device]) -> Iterator[None]:
+  """Within the block, runs started by this thread see only ``devices`` (and compute there by default):
+  how the local executor trains several trials side by side, each on its own devices."""
+  previous = getattr(_assigned, "devices", None)
+  _assigned.devices = list(devices)
+  try:
+    with jax.default_device(devices[0]):
+      yield
+  finally:
+    _assigned.devices = previous
+
+
+def available_devices() -> list[jax.Device]:
+  """The devices a run may use: this thread's assigned ones, else this process's (all processes' when many)."""
+  mine = getattr(_assigned, "devices", None)
+  if mine is not None:
+    return list(mine)
+  return jax.local_devices() if jax.process_count() == 1 else jax.devices()
+
+
 def make_mesh(num_devices: int | None, axis: str = DATA_AXIS) -> Mesh:
-  """A one-axis mesh over ``num_devices`` of this process's devices (None: all of them)."""
-  available = jax.local_devices() if jax.process_count() == 1 else jax.devices()
+  """A one-axis mesh over ``num_devices`` of this process's devices (None: :func:`default_count`; a run
+  of many processes spans all of their devices)."""
+  available = available_devices()
   if num_devices is None:
-    num_devices = len(available)
+    num_devices = len(available) if jax.process_count() > 1 else default_count(available[0].platform, len(available))
   if isinstance(num_devices, bool) or not isinstance(num_devices, int) or not 1 <= num_devices <= len(available):
     raise ConfigError(
       f"num_devices={num_devices!r} is not allowed; this machine has {len(available)} "
@@ -98,6 +174,13 @@ def put(tree: Any, sharding: NamedSharding) -> Any:
 def describe(mesh: Mesh) -> dict[str, int]:
   """The mesh as the run records it: ``{"data": 2}``."""
   return {name: int(size) for name, size in mesh.shape.items()}
+
+
+def placement(mesh: Mesh) -> dict[str, Any]:
+  """Where a run computed, as its records say: the device kind, the ids of its devices, and the mesh."""
+  first = mesh.devices.flat[0]
+  return {"device": f"{first.platform}:{first.device_kind}", "device_ids": [int(d.id) for d in mesh.devices.flat],
+          "mesh": describe(mesh)}  # fmt: skip
 
 
 def cluster_requested(config: Mapping[str, Any]) -> bool:

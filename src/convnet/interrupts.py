@@ -41,3 +41,19 @@ def check() -> None:
   if _requested.is_set():
     _requested.clear()
     raise KeyboardInterrupt
+
+
+def request() -> None:
+  """Asks every running loop to stop at its next :func:`check` (as a Ctrl-C does): how the local executor
+  stops the trials running beside one that was interrupted."""
+  _requested.set()
+
+
+def requested() -> bool:
+  """Whether a stop was asked for and not yet taken by a :func:`check`."""
+  return _requested.is_set()
+
+
+def clear() -> None:
+  """Forgets a stop that was asked for (its caller is stopping anyway)."""
+  _requested.clear()

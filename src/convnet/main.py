@@ -10,7 +10,6 @@ line on stderr and exit status 1.
 """
 
 import logging
-import os
 from pathlib import Path
 
 from absl import flags
@@ -40,10 +39,8 @@ def run_sweep(config, workdir: Path) -> None:
   """A sweep (a config with a ``sweep`` group): trains its trials and prints its sweet spot."""
   if devices.cluster_requested(config):
     raise ConfigError("a sweep runs in one process; distributed (many-host) runs are for a single config")
-  if settings.of(config).get("executor", {}).get("name", "local") == "ray":
-    # The driver checks shapes with JAX too: on a GPU it must not take the memory its workers train in.
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-  else:  # a Ray driver leaves the devices to its workers
+  if settings.of(config).get("executor", {}).get("name", "local") != "ray":  # a Ray driver leaves devices to workers
+    devices.check_backend(settings.trial_base(config).get("backend"))  # one line, before anything uses JAX
     logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
   done = driver.run(config, workdir)
   if done.sweet_spot is not None:
@@ -60,6 +57,7 @@ def run_sweep(config, workdir: Path) -> None:
 def run_single(config, workdir: Path) -> None:
   """One run: trains it and prints its final accuracy and where its files are."""
   devices.start_distributed(config)  # before anything starts the backend
+  devices.check_backend(config.get("backend"))  # the platform asked for, and no silent CPU: one line
   logging.getLogger("convnet").info("JAX backend %s, devices %s", jax.default_backend(), jax.devices())
   summary = train.train_and_evaluate(config, str(workdir))
   if not devices.is_writer():

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convnet import ops
+from convnet import ops, runtime
 from convnet.errors import ConfigError
 
 OPS = ("auto", "fast", "flax")  # 'auto': 'fast' on the CPU, 'flax' (cuDNN / TPU convolutions) elsewhere
@@ -70,7 +70,10 @@ def resolve_ops() -> str:
   """What ``ops='auto'`` means on this process's backend: convnet.ops on the CPU (its hand-written
   gradients avoid XLA:CPU's slow paths), the standard lax/Flax layers on GPU and TPU (cuDNN's and
   the TPU's own convolutions and pooling; the CPU ops' col2im gradient would materialise a 9-25x
-  larger tensor there)."""
+  larger tensor there). A process whose backend has not started (a Ray sweep's driver, checking shapes)
+  answers from the platform it would start (``runtime.expects_cpu``) rather than start one it will not use."""
+  if not runtime.backend_started():
+    return "fast" if runtime.expects_cpu() else "flax"
   return "fast" if jax.default_backend() == "cpu" else "flax"
 
 

@@ -8,8 +8,11 @@ with Adam, shuffled every epoch. The peers' variants are the speed settings thei
 documentation recommends for CPUs:
 
 * PyTorch: ``pytorch`` is the plain recipe (NCHW tensors, eager); ``pytorch-cl`` puts the input
-  and the model in channels-last memory format (PyTorch's CPU fast path through oneDNN);
-  ``pytorch-compile`` adds ``torch.compile`` to that.
+  and the model in channels-last memory format (PyTorch's CPU fast path through oneDNN, and cuDNN's
+  preferred layout on a GPU); ``pytorch-compile`` adds ``torch.compile`` to that; ``pytorch-amp``
+  (GPU only) runs channels-last under ``torch.autocast`` in bfloat16, PyTorch's mixed-precision recipe.
+  On a host where PyTorch sees a CUDA GPU, every PyTorch variant trains on it, with the data on the
+  GPU (as convnet's is) and the clock read after ``torch.cuda.synchronize()``.
 * Keras 3 on TensorFlow: ``keras`` is ``model.fit`` without XLA (TensorFlow's oneDNN kernels, on by
   default on x86 Linux); ``keras-xla`` compiles the train step with XLA (``jit_compile=True``).
 
@@ -17,6 +20,7 @@ A peer that is not installed is skipped with a note (``pip install -e ".[bench]"
 """
 
 from collections.abc import Callable, Mapping, Sequence
+import contextlib
 import importlib.util
 import multiprocessing
 import os
@@ -30,7 +34,7 @@ from convnet import configuration, input_pipeline, models, programs, runtime, st
 from convnet.rundir import provenance
 
 EpochFn = Callable[[int], dict[str, float]]
-IMPLEMENTATIONS = ("convnet", "pytorch", "pytorch-cl", "pytorch-compile", "keras", "keras-xla")
+IMPLEMENTATIONS = ("convnet", "pytorch", "pytorch-cl", "pytorch-compile", "pytorch-amp", "keras", "keras-xla")
 PEER_MODULES = {"pytorch": "torch", "keras": "tensorflow"}
 
 
@@ -58,12 +62,13 @@ def _layers(model: Mapping[str, Any]) -> list[tuple[int, int, int]]:
 
 
 def _measure_peak_gflops() -> float:
-  """The best fp32 GEMM rate this machine reaches through XLA (median of 2048^3 matmuls)."""
+  """The best float32 GEMM rate this device reaches through XLA (median of 2048^3 matmuls), at full float32
+  precision: on a GPU, JAX's default would be a TF32 rate, and a TPU's a bfloat16 one."""
   import jax
   import jax.numpy as jnp
 
   a = jax.random.normal(jax.random.PRNGKey(0), (2048, 2048), jnp.float32)
-  matmul = jax.jit(lambda x, y: x @ y)
+  matmul = jax.jit(lambda x, y: jnp.matmul(x, y, precision=jax.lax.Precision.HIGHEST))
   matmul(a, a).block_until_ready()
   times = []
   for _ in range(7):
@@ -102,6 +107,9 @@ def pytorch_worker(data, batch_size: int, variant: str) -> tuple[dict[str, Any],
   from torch import nn
 
   torch.manual_seed(0)
+  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  if variant == "pytorch-amp" and device.type != "cuda":
+    raise RuntimeError("pytorch-amp needs a CUDA GPU (bfloat16 autocast is no speed-up on this CPU)")
   layers, channels, (height, width) = [], data.image_shape[-1], data.image_shape[:2]
   config = seed_config(batch_size)
   model_config = config.model
@@ -114,36 +122,51 @@ def pytorch_worker(data, batch_size: int, variant: str) -> tuple[dict[str, Any],
     layers += [nn.Linear(size, features), nn.ReLU()]
     size = features
   model = nn.Sequential(*layers, nn.Linear(size, data.num_classes))
-  channels_last = variant in ("pytorch-cl", "pytorch-compile")
+  channels_last = variant in ("pytorch-cl", "pytorch-compile", "pytorch-amp")
   memory_format = torch.channels_last if channels_last else torch.contiguous_format
-  model = model.to(memory_format=memory_format)
+  model = model.to(device=device, memory_format=memory_format)
   optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
   forward = torch.compile(model) if variant == "pytorch-compile" else model
   loss_fn = nn.CrossEntropyLoss()
+  autocast = (
+    (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if variant == "pytorch-amp" else contextlib.nullcontext
+  )
 
   def to_tensor(images):
-    return torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0).contiguous(
-      memory_format=memory_format
+    return (
+      torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+      .to(device)
+      .contiguous(memory_format=memory_format)
     )
 
-  x_train, y_train = to_tensor(data.train_images), torch.from_numpy(data.train_labels.astype(np.int64))
-  x_test, y_test = to_tensor(data.test_images), torch.from_numpy(data.test_labels.astype(np.int64))
+  def labels(values):
+    return torch.from_numpy(values.astype(np.int64)).to(device)
+
+  x_train, y_train = to_tensor(data.train_images), labels(data.train_labels)
+  x_test, y_test = to_tensor(data.test_images), labels(data.test_labels)
+
+  def synchronize():
+    if device.type == "cuda":
+      torch.cuda.synchronize()
 
   def epoch(index: int) -> dict[str, float]:
     model.train()
-    order = torch.randperm(len(y_train))
+    order = torch.randperm(len(y_train), device=device)
+    synchronize()
     start = time.perf_counter()
-    total = torch.zeros(())
+    total = torch.zeros((), device=device)
     for begin in range(0, len(order), batch_size):
       batch = order[begin : begin + batch_size]
       optimizer.zero_grad(set_to_none=True)
-      loss = loss_fn(forward(x_train[batch].contiguous(memory_format=memory_format)), y_train[batch])
+      with autocast():
+        loss = loss_fn(forward(x_train[batch].contiguous(memory_format=memory_format)), y_train[batch])
       loss.backward()
       optimizer.step()
-      total += loss.detach() * len(batch)  # no host read per step
+      total += loss.detach().float() * len(batch)  # no host read per step
+    synchronize()
     seconds = time.perf_counter() - start
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
       correct = sum(
         int((forward(x_test[i : i + 500]).argmax(1) == y_test[i : i + 500]).sum()) for i in range(0, len(y_test), 500)
       )
@@ -153,8 +176,10 @@ def pytorch_worker(data, batch_size: int, variant: str) -> tuple[dict[str, Any],
     "pytorch": "eager, NCHW tensors",
     "pytorch-cl": "eager, channels-last input and model",
     "pytorch-compile": "torch.compile, channels-last input and model",
+    "pytorch-amp": "eager, channels-last, bfloat16 autocast",
   }[variant]
-  info = {"settings": f"{settings}, {torch.get_num_threads()} threads", "version": torch.__version__}
+  where = f"on {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+  info = {"settings": f"{settings}, {where}", "version": torch.__version__}
   return info, epoch
 
 

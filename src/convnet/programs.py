@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from convnet import batching, configuration, devices, input_pipeline, interrupts, steps
+from convnet import batching, configuration, devices, input_pipeline, interrupts, numerics, steps
 
 
 class Program(Protocol):
@@ -52,31 +52,17 @@ class Program(Protocol):
     """Each model's loss and accuracy over each evaluation split: ``{"validation_accuracy": ..., "test_loss": ...}``."""
 
 
-def build(config: Mapping[str, Any], data: input_pipeline.Dataset, seeds: Sequence[int]) -> Program:
-  """The program for ``config`` with these seeds: one model, or the seeds in lockstep."""
+def build(
+  config: Mapping[str, Any],
+  data: input_pipeline.Dataset,
+  seeds: Sequence[int],
+  learning_rates: Sequence[float] | None = None,
+) -> Program:
+  """The program for ``config`` with these seeds (and, optionally, a learning rate per seed): one model,
+  or the models in lockstep."""
   if len(seeds) == 1:
-    return OneModel(config, data, seeds[0])
-  return SeedsProgram(config, data, seeds)
-
-
-def chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
-  """The (begin, end) steps of each compiled call of an epoch."""
-  size = num_steps if steps_per_call <= 0 else min(steps_per_call, num_steps)
-  return [(start, min(start + size, num_steps)) for start in range(0, num_steps, size)]
-
-
-def _eval_sets(data: input_pipeline.Dataset, eval_batch_size: int, data_sharding, rows_sharding) -> dict:
-  """Each evaluation split on the device: ``{name: (images, labels, indices, mask)}``."""
-  return {
-    name: (*devices.put((images, labels), data_sharding),
-           *devices.put(batching.batch_layout(len(labels), eval_batch_size), rows_sharding))
-    for name, (images, labels) in data.eval_splits.items()
-  }  # fmt: skip
-
-
-def _scored(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-  """``{"test": {"loss": ...}}`` as one record's fields: ``{"test_loss": ...}``."""
-  return {f"{name}_{k}": v for name, metrics in results.items() for k, v in metrics.items()}
+    return OneModel({**config, "learning_rate": learning_rates[0]} if learning_rates else config, data, seeds[0])
+  return SeedsProgram(config, data, seeds, learning_rates=learning_rates)
 
 
 def _show(bar, total: Mapping[str, Any], count: int) -> None:
@@ -104,29 +90,31 @@ class EpochProgram:
     mesh: Mesh | None = None,
   ):
     self.mesh = mesh if mesh is not None else devices.make_mesh(config.get("num_devices"))
-    devices.check_divisible(self.mesh, {k: config[k] for k in ("batch_size", "eval_batch_size")})
+    devices.check_divisible(self.mesh, {"batch_size": config["batch_size"]})
+    eval_batch_size = devices.padded(config["eval_batch_size"], self.mesh.devices.size)  # padding is masked
     self.replicated, rows = devices.replicated(self.mesh), devices.batch_sharding(self.mesh)
     self.shuffle_rng = shuffle_rng
     self.train_images, self.train_labels = devices.put((data.train_images, data.train_labels), self.replicated)
     self.num_train = len(data.train_labels)
     self.num_steps = -(-self.num_train // config["batch_size"])
-    self.chunks = chunks(self.num_steps, config["steps_per_call"])
-    self.eval_sets = _eval_sets(data, config["eval_batch_size"], self.replicated, rows)
+    self.chunks = batching.chunks(self.num_steps, config["steps_per_call"])
+    self.eval_sets = batching.eval_sets(data, eval_batch_size, self.replicated, rows)
     state = self.place(state)
     start = time.perf_counter()
-    key = jax.random.fold_in(shuffle_rng, 0)
-    shuffle = jax.jit(batching.shuffled_batches, static_argnums=(1, 2), out_shardings=rows)
-    self.shuffle_fn = shuffle.lower(key, self.num_train, config["batch_size"]).compile()
-    indices, mask = self.shuffle_fn(key)
-    train_chunk = jax.jit(steps.scan_updates, donate_argnums=0, out_shardings=self.replicated)
-    self.step_fns = {}
-    for begin, end in self.chunks:
-      if end - begin not in self.step_fns:
-        self.step_fns[end - begin] = train_chunk.lower(
-          state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
-        ).compile()
-    evaluate = jax.jit(steps.scan_metrics, out_shardings=self.replicated)
-    self.eval_fns = {name: evaluate.lower(state, *arrays).compile() for name, arrays in self.eval_sets.items()}
+    with numerics.matmul_precision(config):  # jit traces (and fixes the precision of) every matmul here
+      key = jax.random.fold_in(shuffle_rng, 0)
+      shuffle = jax.jit(batching.shuffled_batches, static_argnums=(1, 2), out_shardings=rows)
+      self.shuffle_fn = shuffle.lower(key, self.num_train, config["batch_size"]).compile()
+      indices, mask = self.shuffle_fn(key)
+      train_chunk = jax.jit(steps.scan_updates, donate_argnums=0, out_shardings=self.replicated)
+      self.step_fns = {}
+      for begin, end in self.chunks:
+        if end - begin not in self.step_fns:
+          self.step_fns[end - begin] = train_chunk.lower(
+            state, self.train_images, self.train_labels, indices[begin:end], mask[begin:end]
+          ).compile()
+      evaluate = jax.jit(steps.scan_metrics, out_shardings=self.replicated)
+      self.eval_fns = {name: evaluate.lower(state, *arrays).compile() for name, arrays in self.eval_sets.items()}
     self.compile_seconds = time.perf_counter() - start
 
   def place(self, state: steps.TrainState) -> steps.TrainState:
@@ -154,7 +142,7 @@ class EpochProgram:
   def evaluate(self, state: steps.TrainState) -> dict[str, float]:
     """Loss and accuracy over each whole evaluation split: ``validation_loss``, ..., ``test_accuracy``."""
     results = {name: fn(state, *self.eval_sets[name]) for name, fn in self.eval_fns.items()}
-    return _scored({name: steps.summarize(m) for name, m in jax.device_get(results).items()})
+    return steps.scored({name: steps.summarize(m) for name, m in jax.device_get(results).items()})
 
 
 class OneModel:
@@ -193,29 +181,52 @@ def _per_seed(metrics: Mapping[str, jax.Array], count: int) -> list[dict[str, fl
 # The trainer's own step and evaluation, mapped over a leading seeds axis of the states (and of the
 # batch order, in training); the data is shared.
 _train_chunks = jax.vmap(steps.scan_updates, in_axes=(0, None, None, 0, 0))
+_train_chunks_scaled = jax.vmap(steps.scan_updates, in_axes=(0, None, None, 0, 0, 0))  # a learning rate per model
 _evaluate = jax.vmap(steps.scan_metrics, in_axes=(0, None, None, None, None))
 
 
 class SeedsProgram:
   """The models of ``seeds`` (stacked train states) and their compiled epoch and evaluation.
 
+  ``learning_rates`` (one per seed; default: the config's for all) gives each model its own learning
+  rate in the same program (``steps.update``'s ``lr_scale``): the seeds and learning rates of one
+  architecture train as one vmapped program, each model equal to its separate run up to float
+  rounding. A seed may repeat with another learning rate; each (seed, learning rate) is one model.
+
   With several devices (``mesh``; default: ``config.num_devices`` local devices), the seeds are split
-  across them, each device training its own seeds with no communication; the number of seeds must
-  be a multiple of the number of devices.
+  across them, each device training its own seeds with no communication. Any number of seeds works on
+  any number of devices (``devices.seeds_layout``): the program takes the devices that give the fewest
+  seeds per device, and pads the seeds to a multiple of them with copies of the last one, whose
+  results are dropped.
   """
 
   def __init__(
-    self, config: Mapping[str, Any], data: input_pipeline.Dataset, seeds: Sequence[int], mesh: Mesh | None = None
+    self,
+    config: Mapping[str, Any],
+    data: input_pipeline.Dataset,
+    seeds: Sequence[int],
+    mesh: Mesh | None = None,
+    learning_rates: Sequence[float] | None = None,
   ):
-    if not seeds or len(set(seeds)) != len(seeds):
-      raise ValueError(f"seeds={tuple(seeds)} must be distinct and non-empty")
+    rates = tuple(learning_rates) if learning_rates is not None else (config["learning_rate"],) * len(seeds)
+    if not seeds or len(rates) != len(seeds) or len(set(zip(seeds, rates, strict=True))) != len(seeds):
+      raise ValueError(f"seeds={tuple(seeds)} with learning_rates={rates} must be distinct pairs, one rate per seed")
     self.seeds = tuple(seeds)
     config = dict(config)
-    configuration.check_config({**config, "seed": 0})
-    self.mesh = mesh if mesh is not None else devices.make_mesh(config.get("num_devices"), axis="seeds")
-    devices.check_divisible(self.mesh, {"the number of seeds": len(self.seeds)})
+    for rate in rates:
+      configuration.check_config({**config, "seed": 0, "learning_rate": rate})
+    mesh = mesh if mesh is not None else devices.make_mesh(config.get("num_devices"), axis="seeds")
+    used, self.slots = devices.seeds_layout(len(self.seeds), mesh.devices.size)
+    self.mesh = Mesh(mesh.devices[:used], mesh.axis_names)
     per_seed, shared = devices.leading_sharding(self.mesh), devices.replicated(self.mesh)
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
+    slot_seeds = self.seeds + (self.seeds[-1],) * (self.slots - len(self.seeds))
+    slot_rates = rates + (rates[-1],) * (self.slots - len(rates))
+    # Each model's step is the config's optimizer at its own rate: the update scaled by rate / config's rate.
+    scales = [rate / config["learning_rate"] for rate in slot_rates]
+    self.lr_scales = (
+      None if all(scale == 1 for scale in scales) else devices.put(jnp.asarray(scales, jnp.float32), per_seed)
+    )
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in slot_seeds])
     init_keys, shuffle_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
     self.shuffle_keys = devices.put(shuffle_keys, per_seed)
     states = jax.vmap(lambda k: steps.create_train_state(k, config, data.image_shape, data.num_classes))(init_keys)
@@ -225,31 +236,37 @@ class SeedsProgram:
     self.count = len(self.seeds)
     self.num_train, self.batch_size = len(data.train_labels), config["batch_size"]
     self.num_steps = -(-self.num_train // self.batch_size)
-    self.chunks = chunks(self.num_steps, config["steps_per_call"])
-    self.eval_sets = _eval_sets(data, config["eval_batch_size"], shared, shared)
+    self.chunks = batching.chunks(self.num_steps, config["steps_per_call"])
+    self.eval_sets = batching.eval_sets(data, config["eval_batch_size"], shared, shared)
     start = time.perf_counter()
-    self._shuffle = jax.jit(
-      jax.vmap(lambda k: batching.shuffled_batches(k, self.num_train, self.batch_size)), out_shardings=per_seed
-    )
-    indices, mask = self._shuffle(self._epoch_keys(0))
-    train = jax.jit(_train_chunks, donate_argnums=0, out_shardings=per_seed)
-    self._steps = {}
-    for begin, end in self.chunks:
-      if end - begin not in self._steps:
-        self._steps[end - begin] = train.lower(
-          self.stacked, self.images, self.labels, indices[:, begin:end], mask[:, begin:end]
-        ).compile()
-    evaluate = jax.jit(_evaluate, out_shardings=per_seed)
-    self._evals = {name: evaluate.lower(self.stacked, *arrays).compile() for name, arrays in self.eval_sets.items()}
+    with numerics.matmul_precision(config):  # jit traces (and fixes the precision of) every matmul here
+      self._shuffle = jax.jit(
+        jax.vmap(lambda k: batching.shuffled_batches(k, self.num_train, self.batch_size)), out_shardings=per_seed
+      )
+      indices, mask = self._shuffle(self._epoch_keys(0))
+      train = jax.jit(_train_chunks if self.lr_scales is None else _train_chunks_scaled, donate_argnums=0,
+                      out_shardings=per_seed)  # fmt: skip
+      self._steps = {}
+      for begin, end in self.chunks:
+        if end - begin not in self._steps:
+          self._steps[end - begin] = train.lower(
+            self.stacked, self.images, self.labels, indices[:, begin:end], mask[:, begin:end], *self._scales()
+          ).compile()
+      evaluate = jax.jit(_evaluate, out_shardings=per_seed)
+      self._evals = {name: evaluate.lower(self.stacked, *arrays).compile() for name, arrays in self.eval_sets.items()}
     self.compile_seconds = time.perf_counter() - start
+
+  def _scales(self) -> tuple:
+    return () if self.lr_scales is None else (self.lr_scales,)
 
   def _epoch_keys(self, epoch: int) -> jax.Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, epoch))(self.shuffle_keys)
 
   def states(self) -> list[steps.TrainState]:
-    return _unstacked(self.stacked, self.count)
+    return _unstacked(self.stacked, self.count)  # padding slots left out
 
   def load(self, states: Sequence[steps.TrainState]) -> None:
+    states = list(states) + [states[-1]] * (self.slots - len(states))
     self.stacked = devices.put(_stacked(states), self._per_seed)
 
   def train_epoch(self, epoch: int, bar=None) -> list[dict[str, float]]:
@@ -258,7 +275,7 @@ class SeedsProgram:
     total = None
     for begin, end in self.chunks:
       self.stacked, metrics = self._steps[end - begin](
-        self.stacked, self.images, self.labels, indices[:, begin:end], mask[:, begin:end]
+        self.stacked, self.images, self.labels, indices[:, begin:end], mask[:, begin:end], *self._scales()
       )
       total = metrics if total is None else jax.tree_util.tree_map(jnp.add, total, metrics)
       interrupts.check()
@@ -269,7 +286,7 @@ class SeedsProgram:
   def evaluate(self) -> list[dict[str, float]]:
     """Loss and accuracy per seed over each whole evaluation split (``validation_loss``, ..., ``test_accuracy``)."""
     results = {name: _per_seed(fn(self.stacked, *self.eval_sets[name]), self.count) for name, fn in self._evals.items()}
-    return [_scored({name: per_seed[i] for name, per_seed in results.items()}) for i in range(self.count)]
+    return [steps.scored({name: per_seed[i] for name, per_seed in results.items()}) for i in range(self.count)]
 
 
 def _stacked(trees: Sequence[Any]) -> Any:

@@ -54,6 +54,11 @@ def summarize(metrics: Mapping[str, Any]) -> dict[str, float]:
   return {"loss": float(metrics["loss_sum"]) / count, "accuracy": float(metrics["correct"]) / count}
 
 
+def scored(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+  """``{"test": {"loss": ...}}`` as one record's fields: ``{"test_loss": ...}``."""
+  return {f"{name}_{k}": v for name, metrics in results.items() for k, v in metrics.items()}
+
+
 def _mask(batch: Mapping[str, jax.Array]) -> jax.Array:
   return batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
 
@@ -62,8 +67,14 @@ def _sum_over_steps(tree):
   return jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), tree)
 
 
-def update(state: TrainState, images, labels, mask) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on a batch (masked examples count for nothing); not jitted."""
+def update(state: TrainState, images, labels, mask, lr_scale=None) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on a batch (masked examples count for nothing); not jitted.
+
+  ``lr_scale`` multiplies the optimizer's update: the step of the same optimizer at ``lr_scale`` times
+  its learning rate (Adam's and SGD's updates are linear in it, and their state does not depend on
+  it), so models with different learning rates share one compiled program (``programs.SeedsProgram``)
+  and their checkpoints stay those of a model trained alone.
+  """
 
   def loss_fn(params):
     logits = state.apply_fn({"params": params}, images)
@@ -71,7 +82,12 @@ def update(state: TrainState, images, labels, mask) -> tuple[TrainState, dict[st
     return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0), logits
 
   (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  return state.apply_gradients(grads=grads), compute_metrics(logits, labels, mask)
+  if lr_scale is None:
+    return state.apply_gradients(grads=grads), compute_metrics(logits, labels, mask)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  updates = jax.tree_util.tree_map(lambda u: u * lr_scale.astype(u.dtype), updates)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+  return state, compute_metrics(logits, labels, mask)
 
 
 @jax.jit
@@ -80,12 +96,12 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array]) -> tuple[Train
   return update(state, batch["image"], batch["label"], _mask(batch))
 
 
-def scan_updates(state: TrainState, images, labels, batch_indices, batch_mask):
+def scan_updates(state: TrainState, images, labels, batch_indices, batch_mask, lr_scale=None):
   """Optimizer steps over the rows of ``batch_indices`` into the data; the state and summed metrics."""
 
   def body(state, xs):
     indices, mask = xs
-    return update(state, images[indices], labels[indices], mask)
+    return update(state, images[indices], labels[indices], mask, lr_scale)
 
   state, metrics = lax.scan(body, state, (batch_indices, batch_mask))
   return state, _sum_over_steps(metrics)

@@ -1,6 +1,6 @@
 """Training: ONE loop (:func:`fit`) for a run and for seeds trained together; ``train_and_evaluate``.
 
-:func:`fit` trains configs that differ only in their seed, each written to its own run directory
+:func:`fit` trains configs that differ only in their seed (and learning rate), each written to its own run directory
 (``convnet.rundir``: config, metrics, summary, checkpoints, TensorBoard), through one compiled
 program (``convnet.programs``: one model, or the seeds in lockstep). One place for everything a run
 does around its epochs, so that a single run and a group behave the same:
@@ -27,12 +27,13 @@ from typing import Any
 
 import ml_collections
 
-from convnet import configuration, devices, input_pipeline, interrupts, models, programs, splits
-from convnet.errors import DataError, Interrupted, TrainingError
-from convnet.rundir import checkpoints, files, locks, provenance, runlog
+from convnet import configuration, devices, input_pipeline, interrupts, models, numerics, programs, splits
+from convnet.errors import Interrupted, TrainingError
+from convnet.rundir import checkpoints, locks, provenance, runlog
 
 log = logging.getLogger("convnet")
 LOG_NAMES = {"validation_accuracy": "val acc", "test_loss": "test loss", "test_accuracy": "acc"}  # an epoch's line
+TOGETHER = ("seed", "learning_rate")  # the fields in which configs trained as one program may differ
 DIVERGED_FACTOR = 10  # an epoch's mean loss above 10 x ln(num_classes) (an untrained net's loss) has diverged
 
 
@@ -53,7 +54,7 @@ def check_loss(loss: float, epoch: int, num_classes: int, config: Mapping[str, A
 
 
 def run_facts(
-  num_params: int, data: input_pipeline.Dataset, specs, mesh, code: Mapping[str, Any], epoch: int
+  num_params: int, data: input_pipeline.Dataset, specs, mesh, code: Mapping[str, Any], epoch: int, config=None
 ) -> dict[str, Any]:
   """summary.json's fields of a run that is starting (``status: running``) after ``epoch`` epochs."""
   return {
@@ -67,7 +68,8 @@ def run_facts(
     **splits.facts(data),
     "data_source": data.source,
     **provenance.environment(),
-    "mesh": devices.describe(mesh),
+    **devices.placement(mesh),
+    **numerics.record(config or {}),
     "code": code,
   }
 
@@ -117,7 +119,8 @@ def fit(
   lock: bool = True,
   lock_wait: float = 0.0,
 ) -> list[dict[str, Any]]:
-  """Trains configs that differ only in ``seed`` as one program, each in its workdir; their summaries.
+  """Trains configs that differ only in ``seed`` and ``learning_rate`` as one program, each in its workdir;
+  their summaries.
 
   A member already finished is not trained again (its summary is returned); a NaN or diverged loss
   fails that member only (its summary has ``status: "failed"`` and ``error``); ``stop_at`` stops each
@@ -125,9 +128,9 @@ def fit(
   ``seeds_together``. See the module docstring for resume, records and Ctrl-C.
   """
   configs = [configuration.to_dict(c) for c in configs]
-  shared = [{k: v for k, v in c.items() if k != "seed"} for c in configs]
+  shared = [{k: v for k, v in c.items() if k not in TOGETHER} for c in configs]
   if not configs or len(configs) != len(workdirs) or any(other != shared[0] for other in shared[1:]):
-    raise ValueError("fit trains configs that differ only in their seed, one workdir each")
+    raise ValueError(f"fit trains configs that differ only in {' and '.join(TOGETHER)}, one workdir each")
   for config in configs:
     configuration.check_config(config)
   devices.check_backend(configs[0].get("backend"))  # a bad backend or device count: one error, nothing written
@@ -156,7 +159,7 @@ def fit(
         with interrupts.deferred():  # Ctrl-C stops the run between compiled calls (interrupts.check)
           trained = _fit(members)
       except KeyboardInterrupt:
-        done = min((_last_epoch(m.run_log) for m in members), default=0)
+        done = min((checkpoints.last_recorded_epoch(m.run_log) for m in members), default=0)
         where = ", ".join(str(m.workdir) for m in members)
         raise Interrupted(f"interrupted after epoch {done} of {where}; re-run the same command to resume") from None
       summaries.update(zip(todo, trained, strict=True))
@@ -170,58 +173,11 @@ class _Member:
     self.config, self.workdir, self.run_log = config, workdir, run_log
     self.history: list[dict[str, Any]] = []
     self.summary: dict[str, Any] = {}
+    self.saver: checkpoints.Saver | None = None
 
   @property
   def active(self) -> bool:
     return self.summary.get("status") == "running" and not self.summary.get("stopped_early")
-
-
-def _last_epoch(run_log: runlog.RunLog) -> int:
-  records = files.read_jsonl(run_log.metrics_path)
-  return records[-1]["epoch"] if records else 0
-
-
-def _restore(members: Sequence[_Member], program: programs.Program) -> int:
-  """Loads each member's newest checkpoint that restores into ``program``; the epoch the group goes on from.
-
-  A damaged newest checkpoint is passed over for the one before it (``checkpoints.restore``). Members
-  of a group go on together, from the last epoch every one of them has; one that is ahead goes back to
-  it (its epochs come out the same), or, where its checkpoint of that epoch is gone, the group starts over.
-  """
-  if not members[0].config["checkpoint"]:
-    return 0
-  templates = program.states()
-  states, reached = [], []
-  for member, template in zip(members, templates, strict=True):
-    if checkpoints.latest_epoch(member.workdir) is None:
-      states.append(template)
-      reached.append(0)
-    else:
-      state, epoch = checkpoints.restore(member.workdir, template)
-      states.append(state)
-      reached.append(epoch)
-  recorded = [_last_epoch(m.run_log) for m in members]  # a checkpoint ahead of the metrics: its epoch is trained again
-  for member, epoch, lines in zip(members, reached, recorded, strict=True):
-    if epoch > lines:
-      log.warning("%s: checkpoint of epoch %d but metrics through epoch %d only (a line lost to a kill); "
-                  "epoch %d is trained again", member.workdir, epoch, lines, lines + 1)  # fmt: skip
-  done = min(min(epoch, lines) for epoch, lines in zip(reached, recorded, strict=True))
-  for i, member in enumerate(members):
-    if reached[i] > done and done > 0:
-      try:
-        states[i] = checkpoints.restore(member.workdir, templates[i], epoch=done)[0]
-      except DataError as e:
-        log.warning("%s: no checkpoint of epoch %d to go back to with its group (%s); the group starts over",
-                    member.workdir, done, e)  # fmt: skip
-        done = 0
-  if done == 0:
-    states = templates
-  for member in members:
-    checkpoints.discard_after(member.workdir, done)  # epochs after it are trained again and saved anew
-  if done:
-    program.load(states)
-    log.info("%s: resuming after epoch %d", ", ".join(str(m.workdir) for m in members), done)
-  return done
 
 
 def _fit(members: list[_Member]) -> list[dict[str, Any]]:
@@ -230,44 +186,52 @@ def _fit(members: list[_Member]) -> list[dict[str, Any]]:
   data = input_pipeline.get_datasets(config["dataset"])
   specs = models.layer_specs(configuration.model_kwargs(config, data.num_classes), data.image_shape)
   code = provenance.code_record(models.layer_ops(specs))
-  program = programs.build(config, data, [m.config["seed"] for m in members])
+  program = programs.build(config, data, [m.config["seed"] for m in members],
+                           [m.config["learning_rate"] for m in members])  # fmt: skip
   for member in members:
     member.run_log.write_config(member.config, code)
-  done = _restore(members, program)
+  done = checkpoints.resume(members, program)
   num_params = models.count_params(program.states()[0].params)
   together = {"seeds_together": len(members)} if len(members) > 1 else {}
   for member in members:
     member.history = member.run_log.keep_metrics_through(done)
     member.run_log.rewrite_tensorboard(member.history)  # every kept epoch once, whatever a kill left in the events
     member.summary = {
-      **run_facts(num_params, data, specs, program.mesh, code, epoch=done),
+      **run_facts(num_params, data, specs, program.mesh, code, epoch=done, config=config),
       "compile_seconds": program.compile_seconds,
       **together,
     }
   log.info("data %s: %s; %d classes; backend %s (%s)", data.source, splits.describe(data), data.num_classes,
            members[0].summary["backend"], members[0].summary["device"])  # fmt: skip
 
-  for epoch in range(done + 1, config["num_epochs"] + 1):
-    if not any(m.active for m in members):
-      break
-    bar = members[0].run_log.progress_bar(program.num_steps, f"epoch {epoch}/{config['num_epochs']}")
-    epoch_start = time.perf_counter()
-    trained = program.train_epoch(epoch, bar)
-    epoch_seconds = time.perf_counter() - epoch_start
-    bar.close()
-    eval_start = time.perf_counter()
-    tested = program.evaluate()
-    eval_seconds = time.perf_counter() - eval_start
-    states = program.states() if config["checkpoint"] else None
-    for i, member in enumerate(members):
-      if member.active:
-        _record_epoch(member, epoch, trained[i], tested[i], epoch_seconds, eval_seconds, program.num_train,
-                      data.num_classes, states[i] if states else None, start_time)  # fmt: skip
-    interrupts.check()
-    shown = [(trained, "loss"), (trained, "accuracy")] + [(tested, k) for k in LOG_NAMES if k in tested[0]]
-    log.info("epoch %d: train loss %s acc %s |" + "".join(f" {LOG_NAMES[k]} %s" for _, k in shown[2:])
-             + " | %.2f s (%.0f ex/s)", epoch, *(" ".join(f"{m[k]:.4f}" for m in ms) for ms, k in shown),
-             epoch_seconds, program.num_train / epoch_seconds)  # fmt: skip
+  asynchronous = checkpoints.asynchronous_here()
+  for member in members:
+    member.saver = checkpoints.Saver(member.workdir, asynchronous)
+  try:
+    for epoch in range(done + 1, config["num_epochs"] + 1):
+      if not any(m.active for m in members):
+        break
+      bar = members[0].run_log.progress_bar(program.num_steps, f"epoch {epoch}/{config['num_epochs']}")
+      epoch_start = time.perf_counter()
+      trained = program.train_epoch(epoch, bar)
+      epoch_seconds = time.perf_counter() - epoch_start
+      bar.close()
+      eval_start = time.perf_counter()
+      tested = program.evaluate()
+      eval_seconds = time.perf_counter() - eval_start
+      states = program.states() if config["checkpoint"] else None
+      for i, member in enumerate(members):
+        if member.active:
+          _record_epoch(member, epoch, trained[i], tested[i], epoch_seconds, eval_seconds, program.num_train,
+                        data.num_classes, states[i] if states else None, start_time)  # fmt: skip
+      interrupts.check()
+      shown = [(trained, "loss"), (trained, "accuracy")] + [(tested, k) for k in LOG_NAMES if k in tested[0]]
+      log.info("epoch %d: train loss %s acc %s |" + "".join(f" {LOG_NAMES[k]} %s" for _, k in shown[2:])
+               + " | %.2f s (%.0f ex/s)", epoch, *(" ".join(f"{m[k]:.4f}" for m in ms) for ms, k in shown),
+               epoch_seconds, program.num_train / epoch_seconds)  # fmt: skip
+  finally:
+    for member in members:  # every checkpoint written before a summary says "completed"
+      member.saver.close()
 
   for member in members:
     if member.summary["status"] != "failed":
@@ -290,7 +254,7 @@ def _record_epoch(member, epoch, train, test, epoch_seconds, eval_seconds, num_t
   member.run_log.write_metrics(record)
   member.history.append(record)
   if state is not None:
-    checkpoints.save(member.workdir, epoch, state)
+    member.saver.save(epoch, state)
   member.summary["epoch"] = epoch
   reason = stop_reason(member.config, train, epoch)
   if reason is not None:

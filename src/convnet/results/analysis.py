@@ -160,7 +160,7 @@ def choose(
   """The rule's pick (a column index) in each row of ``accuracy`` and ``seconds`` (draws x configurations,
   mean figures; ``std``: each configuration's std over seeds). Ties go to the faster, then the first."""
   if rule == "exchange_rate":
-    value = accuracy - per_doubling * np.log2(seconds)
+    value = accuracy - per_doubling * np.log2(np.maximum(seconds, 1e-9))  # a 0 s timing (a tiny test run) stays finite
     best = value.max(axis=1, keepdims=True)
     eligible = value >= best - 1e-12
   else:

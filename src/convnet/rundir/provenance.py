@@ -121,8 +121,25 @@ def cpu_name() -> str:
   return platform.processor() or platform.machine()
 
 
+PLUGIN_DISTRIBUTIONS = ("jax-cuda13-plugin", "jax-cuda12-plugin", "jax-rocm7-plugin", "libtpu")
+
+
+def jax_build() -> str:
+  """The jax that runs: 'jax 0.11.2, jaxlib 0.11.2, jax-cuda13-plugin 0.11.2' (a CPU build names no plugin)."""
+  import importlib.metadata
+
+  parts = []
+  for name in ("jax", "jaxlib", *PLUGIN_DISTRIBUTIONS):
+    try:
+      parts.append(f"{name} {importlib.metadata.version(name)}")
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return ", ".join(parts)
+
+
 def environment() -> dict[str, Any]:
-  """The backend, the first device, the device count and the host machine (starts jax's backend)."""
+  """The backend, the first device, the device count, the jax build and the host machine (starts jax's
+  backend)."""
   import jax
 
   device = jax.devices()[0]
@@ -130,6 +147,7 @@ def environment() -> dict[str, Any]:
     "backend": jax.default_backend(),
     "device": f"{device.platform}:{device.device_kind}",
     "num_devices": jax.device_count(),
+    "jax_build": jax_build(),
     "machine": f"{cpu_name()}, {os.cpu_count()} cores",
   }
 

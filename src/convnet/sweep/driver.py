@@ -39,7 +39,8 @@ log = logging.getLogger("convnet")
 OWN_FAILURES = ("training", "config")  # failed on its own: retried only with sweep.retry_failed=True
 RESULT_FIELDS = (
     "validation_accuracy", "validation_loss", "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch", "epoch_seconds", "examples_per_second",
-    "compile_seconds", "train_seconds", "num_params", "flops_per_example", "num_classes", "backend", "device",
+    "compile_seconds", "train_seconds", "num_params", "flops_per_example", "num_classes", "backend", "device", "device_ids", "mesh",
+    "jax_build", "matmul_precision", "deterministic",
     "machine", "stopped_early", "code", "code_sources", "seeds_together", "num_train_examples",
     "num_validation_examples", "num_test_examples",
 )  # fmt: skip
@@ -81,13 +82,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report
     if (sweep.get("executor") or {}).get("name", "local") == "local":  # every trial would fail the same way
       devices.check_backend(base.get("backend"))
       devices.make_mesh(base.get("num_devices"))
-    executor = executors.start(sweep.get("executor") or {}, workdir, base.get("backend"))
+    executor = executors.start(sweep.get("executor") or {}, workdir, base.get("backend"), base.get("num_devices"))
   try:
     with locks.hold(workdir):
       store.check_same_sweep(values)
       driver = Driver(values, store, expanded, strategy)  # what is recorded now that the lock is held
       if executor is None and driver.pending():  # another process recorded less than it seemed: rare
-        executor = executors.start(sweep.get("executor") or {}, workdir, base.get("backend"))
+        executor = executors.start(sweep.get("executor") or {}, workdir, base.get("backend"), base.get("num_devices"))
       store.write_config(values)
       return driver.run(executor)
   finally:
@@ -209,8 +210,9 @@ class Driver:
     return report.write_report(self.store.workdir, self.config)  # every recorded trial of this grid
 
   def _tasks(self, work: Sequence[tuple[trials.Trial, int, float]], epochs: Mapping[str, int]) -> list[Task]:
-    """One task per trial, or (``seeds_together``) one per configuration with those of its seeds that train
-    to the same epoch; each trains to its epoch in ``epochs`` (a rung before ``num_epochs``, or the last)."""
+    """One task per trial, or (``seeds_together``) one per program — the trials that differ only in their
+    seed and learning rate — with those that train to the same epoch; each trains to its epoch in
+    ``epochs`` (a rung before ``num_epochs``, or the last)."""
 
     def config(trial: trials.Trial) -> dict[str, Any]:
       values = trial.config.to_dict()
@@ -220,7 +222,7 @@ class Driver:
       return [Task((t.name,), (config(t),), flops) for t, _, flops in work]
     groups: dict[tuple[str, int], list[tuple[trials.Trial, int, float]]] = {}
     for item in work:
-      groups.setdefault((item[0].configuration, epochs[item[0].name]), []).append(item)
+      groups.setdefault((trials.program_name(item[0].overrides), epochs[item[0].name]), []).append(item)
     return [Task(tuple(t.name for t, _, _ in g), tuple(config(t) for t, _, _ in g), g[0][2]) for g in groups.values()]
 
   def deliver(self, task: Task, outcomes: list[dict[str, Any]], epochs: Mapping[str, int] | None = None) -> None:

@@ -8,7 +8,7 @@ into a trial's same-run check, and a trial's config is the sweep config without 
     config.sweep.zip                groups of axes that move together, e.g. (('features', 'kernel_size'),)
     config.sweep.tuned              axes that are not costs, chosen per architecture, e.g. ('learning_rate',)
     config.sweep.retry_failed       a re-run retries trials that failed on their own too
-    config.sweep.seeds_together     the seeds of a configuration train as one vmapped program
+    config.sweep.seeds_together     the seeds (and learning rates) of a configuration train as one vmapped program
     config.sweep.prune.*            method (None | 'pareto' | 'race'), rungs, margin, one_seed_margin, keep_leaders,
                                     initial_seeds, stop_below, speed_margin, budget
     config.sweep.executor.*         name ('local' | 'ray'), ray_address, trial_resources.{cpu,gpu}, max_failures

@@ -53,6 +53,12 @@ def trial_name(overrides: Mapping[str, Any]) -> str:
   return ",".join(f"{k.rsplit('.', 1)[-1]}={_format_value(overrides[k])}" for k in keys)
 
 
+def program_name(overrides: Mapping[str, Any]) -> str:
+  """The compiled program a trial's overrides need: its name without the seed and the learning rate, the
+  fields that ``sweep.seeds_together`` trains side by side in one program (``train.TOGETHER``)."""
+  return trial_name({k: v for k, v in overrides.items() if k not in (SEED, "learning_rate")}) or "base"
+
+
 def configuration_name(overrides: Mapping[str, Any]) -> str:
   """The configuration a trial's overrides belong to: its name without the seed (``base`` if nothing else)."""
   return trial_name({k: v for k, v in overrides.items() if k != SEED}) or "base"

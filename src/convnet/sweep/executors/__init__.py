@@ -1,4 +1,5 @@
-"""Where a sweep's trials run: here, one after another (``'local'``), or side by side on Ray (``'ray'``).
+"""Where a sweep's trials run: here (``'local'``: one after another, or side by side on a host's
+accelerators), or side by side on Ray (``'ray'``).
 
 ``base`` holds what every executor shares (a task, its attempt, its outcome); ``local`` and ``on_ray``
 run tasks. :func:`start` makes the one ``sweep.executor.name`` asks for, ready to run: for Ray it
@@ -24,9 +25,12 @@ class Executor(Protocol):
     """Lets go of what :func:`start` took (a Ray connection)."""
 
 
-def start(executor: Mapping[str, Any], sweep_dir: str | Path, backend: str | None = None) -> Executor:
-  """The executor ``sweep.executor`` names, connected and checked (ConfigError if it cannot run a trial)."""
+def start(
+  executor: Mapping[str, Any], sweep_dir: str | Path, backend: str | None = None, num_devices: int | None = None
+) -> Executor:
+  """The executor ``sweep.executor`` names, connected and checked (ConfigError if it cannot run a trial);
+  ``num_devices``: each trial's (the local executor places trials side by side by it)."""
   base.check_config(executor)
   if executor.get("name", "local") == "ray":
     return on_ray.RayExecutor(executor, sweep_dir, backend)
-  return local.LocalExecutor(sweep_dir)
+  return local.LocalExecutor(sweep_dir, *local.side_by_side(executor, num_devices))

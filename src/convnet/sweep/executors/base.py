@@ -9,6 +9,7 @@ other trials it ran (``node``, ``concurrent_trials``), because trials that share
 """
 
 from collections.abc import Callable, Mapping
+import contextlib
 import dataclasses
 import logging
 import os
@@ -62,6 +63,12 @@ def check_config(executor: Mapping[str, Any]) -> None:
       raise ConfigError(f"sweep.executor.trial_resources.{kind}={value!r}: give a number >= 0 (fractions allowed)")
   if resources.get("cpu") == 0 and not resources.get("gpu"):
     raise ConfigError("sweep.executor.trial_resources.cpu=0 with no gpu: a trial needs some resource, e.g. cpu=1")
+  together = executor.get("side_by_side")
+  if together is not None and (not isinstance(together, int) or isinstance(together, bool) or together < 1):
+    raise ConfigError(
+      f"sweep.executor.side_by_side={together!r}: give None (one trial per device on a GPU/TPU host, one at a "
+      "time on the CPU) or a number of trials >= 1"
+    )
   address = executor.get("ray_address")
   if address is not None and (not isinstance(address, str) or not address.strip()):
     raise ConfigError(f"sweep.executor.ray_address={address!r}: give None (start a local Ray), 'auto' or 'host:port'")
@@ -80,13 +87,16 @@ def failure(error: BaseException) -> tuple[str, str]:
   return "environment", str(error) if isinstance(error, ConvnetError) else f"{type(error).__name__}: {error}"
 
 
-def attempt(task: Task, sweep_dir: str, *, expect_holder: str | None = None, lock_wait: float = 0.0) -> list[dict]:
+def attempt(
+  task: Task, sweep_dir: str, *, expect_holder: str | None = None, lock_wait: float = 0.0, cache: bool = True
+) -> list[dict]:
   """Trains ``task``'s trials in their directories under ``sweep_dir``; one outcome per trial.
 
   An outcome is ``{"name", "status", "node", "started", "ended", ...}`` with the summary's fields for
   a trained trial, or ``error`` and ``cause`` (see :func:`failure`) for one that raised. ``expect_holder``
   is the sweep lock's text as the driver wrote it: a worker that reads something else does not see the
-  driver's directory (cause ``'unshared'``). Ctrl-C (Interrupted) is raised, not an outcome.
+  driver's directory (cause ``'unshared'``). ``cache=False``: the caller holds the compilation cache
+  (trials side by side in threads). Ctrl-C (Interrupted) is raised, not an outcome.
   """
   node, started = socket.gethostname(), time.time()
   if expect_holder is not None and locks.holder(sweep_dir) != expect_holder:
@@ -99,7 +109,8 @@ def attempt(task: Task, sweep_dir: str, *, expect_holder: str | None = None, loc
   directories = task.directories(sweep_dir)
   try:
     # Compiled programs are kept per node: a machine cannot run another CPU's executables.
-    with runtime.compilation_cache(Path(sweep_dir) / runtime.COMPILATION_CACHE_DIR / node):
+    where = Path(sweep_dir) / runtime.COMPILATION_CACHE_DIR / node
+    with runtime.compilation_cache(where) if cache else contextlib.nullcontext():
       summaries = train.fit(task.configs, directories, lock_wait=lock_wait)
   except Interrupted:
     raise

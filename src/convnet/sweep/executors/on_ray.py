@@ -71,7 +71,7 @@ def _attempt_on_ray(task: Task, sweep_dir: str, expect_holder: str, counter, bac
   """
   import ray
 
-  runtime.configure_xla(backend)  # before this worker's JAX backend starts
+  runtime.configure_xla(backend, bool(task.configs[0].get("deterministic")))  # before the worker's backend starts
   logger = logging.getLogger("convnet")
   if not logger.handlers:  # the worker's lines reach the driver's terminal through Ray's log forwarding
     handler = logging.StreamHandler(sys.stderr)
