@@ -215,3 +215,18 @@ def test_the_local_executor_runs_trials_side_by_side_each_on_its_own_device(idx_
     .splitlines()[-1]
     .startswith("error: sweep.executor.side_by_side=3 with 1 device(s) per trial needs 3 devices; this machine has 2")
   )
+
+
+def test_the_programs_keep_images_flat_on_the_device_with_the_same_results(idx_dir):
+  config = tiny_config(idx_dir).to_dict()
+  data = input_pipeline.get_datasets(config["dataset"])
+  init_rng, shuffle_rng = jax.random.split(jax.random.PRNGKey(0))
+  state = steps.create_train_state(init_rng, config, data.image_shape, data.num_classes)
+  program = programs.EpochProgram(state, data, config, shuffle_rng)
+  assert program.train_images.shape == (len(data.train_labels), 28 * 28)  # no minor dimension of 1 to pad on a TPU
+  assert {arrays[0].ndim for arrays in program.eval_sets.values()} == {2}
+  together = programs.SeedsProgram(config, data, seeds=(0, 1))
+  assert together.images.shape == (len(data.train_labels), 28 * 28)
+  flat = state.apply_fn({"params": state.params}, steps.flat(data.test_images[:8]))
+  nhwc = state.apply_fn({"params": state.params}, data.test_images[:8])
+  assert jax.numpy.array_equal(flat, nhwc)  # the step restores NHWC: the same logits

@@ -67,3 +67,19 @@ def test_main_and_report_give_one_answer_and_list_the_trials_outside_the_grid(tm
   answer = json.loads((tmp_path / "answer.json").read_text())
   assert answer["sweet_spot"] == written.answer.sweet_spot and answer["status"] in ("decided", "undecided")
   assert answer["split"] == "validation" and answer["text"] == written.answer.text()
+
+
+def test_the_plot_calls_an_undecided_pick_what_it_is_not_the_sweet_spot():
+  from types import SimpleNamespace
+
+  from convnet.results import plots
+
+  rows = [SimpleNamespace(name=f"features={n}-{n}", seconds_mean=s, seconds_std=0.1, accuracy_mean=a, accuracy_std=0.01,
+                          split="validation") for n, s, a in ((8, 1.0, 0.85), (16, 2.0, 0.9))]  # fmt: skip
+  labels = {}
+  for status in ("decided", "undecided"):
+    fig = plots.pareto(rows, rows, rows[1], "a machine", per_doubling=0.005, status=status)
+    labels[status] = fig.axes[0].get_legend_handles_labels()[1]
+  assert "sweet spot: features=16-16" in labels["decided"]
+  assert "the rule's pick on the means (undecided): features=16-16" in labels["undecided"]
+  assert not any(label.startswith("sweet spot") for label in labels["undecided"])

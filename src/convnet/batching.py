@@ -40,7 +40,7 @@ def eval_sets(data, eval_batch_size: int, data_sharding, rows_sharding) -> dict:
   """Each evaluation split of ``data`` (``Dataset.eval_splits``) on the device, in batches of
   ``eval_batch_size``: ``{name: (images, labels, indices, mask)}``."""
   return {
-    name: (*devices.put((images, labels), data_sharding),
+    name: (*devices.put((images.reshape(len(images), -1), labels), data_sharding),  # flat: steps.ImageApply
            *devices.put(batch_layout(len(labels), eval_batch_size), rows_sharding))
     for name, (images, labels) in data.eval_splits.items()
   }  # fmt: skip

@@ -35,6 +35,7 @@ def pareto(
   pruned: Sequence[Any] = (),
   on_front: Mapping[str, float] | None = None,
   per_doubling: float | None = None,
+  status: str = "decided",
 ):
   """Deciding accuracy (validation) against seconds per epoch (log scale), one point per configuration
   (± std over seeds).
@@ -43,7 +44,8 @@ def pareto(
   (``analysis.Pruned``) are drawn greyed at the epoch they stopped, labelled with it. ``on_front``: each
   configuration's share of draws on the front (``convnet.results.confidence``), written by its label;
   ``per_doubling``: the exchange rate, drawn as the line through the sweet spot that the rule slides up
-  until it last touches a configuration.
+  until it last touches a configuration. ``status``: the answer's (``confidence.Answer.status``); a spot
+  that is not decided is labelled as the rule's pick on the means, not as the sweet spot.
   """
   fig = figure()
   ax = fig.add_subplot()
@@ -65,7 +67,8 @@ def pareto(
   )
   if spot is not None:
     ax.scatter([spot.seconds_mean], [100 * spot.accuracy_mean], s=250, facecolors="none", edgecolors="black",
-               label=f"sweet spot: {spot.name}")  # fmt: skip
+               label=f"sweet spot: {spot.name}" if status == "decided"
+               else f"the rule's pick on the means ({status}): {spot.name}")  # fmt: skip
   if spot is not None and per_doubling is not None and rows:
     low, high = min(r.seconds_mean for r in rows), max(r.seconds_mean for r in rows)
     xs = [low, high]

@@ -117,7 +117,8 @@ def write_csv(path: Path, results: Sequence[Mapping[str, Any]]) -> None:
 def _pareto_figure(rows: Sequence[analysis.ConfigResult], spot, results: Sequence[Mapping[str, Any]], answer=None):
   """pareto.png's figure: the configurations, their front, the sweet spot and the pruned ones greyed."""
   return plots.pareto(rows, analysis.pareto_front(rows), spot, markdown.machine(results), analysis.pruned(results),
-                      answer.on_front if answer else None, answer.per_doubling if answer else None)  # fmt: skip
+                      answer.on_front if answer else None, answer.per_doubling if answer else None,
+                      answer.status if answer else "decided")  # fmt: skip
 
 
 def write_report(
