@@ -13,7 +13,7 @@ from conftest import REPO, sweep_config, tiny_config
 import jax
 import pytest
 
-from convnet import devices, input_pipeline, programs, runtime, steps, train
+from convnet import batching, devices, input_pipeline, programs, runtime, steps, train
 from convnet.errors import ConfigError
 from convnet.sweep import driver
 
@@ -227,6 +227,6 @@ def test_the_programs_keep_images_flat_on_the_device_with_the_same_results(idx_d
   assert {arrays[0].ndim for arrays in program.eval_sets.values()} == {2}
   together = programs.SeedsProgram(config, data, seeds=(0, 1))
   assert together.images.shape == (len(data.train_labels), 28 * 28)
-  flat = state.apply_fn({"params": state.params}, steps.flat(data.test_images[:8]))
+  flat = state.apply_fn({"params": state.params}, batching.flat(data.test_images[:8]))
   nhwc = state.apply_fn({"params": state.params}, data.test_images[:8])
   assert jax.numpy.array_equal(flat, nhwc)  # the step restores NHWC: the same logits

@@ -30,6 +30,12 @@ def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int):
   return permutation[jnp.asarray(indices)], jnp.asarray(mask)
 
 
+def flat(images):
+  """Images ``(N, H, W, C)`` as ``(N, H*W*C)`` (a view: no copy): how the programs keep the data on the device
+  (``steps.ImageApply`` restores NHWC inside the step)."""
+  return images.reshape(images.shape[0], -1)
+
+
 def chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
   """The (begin, end) steps of each compiled call of an epoch."""
   size = num_steps if steps_per_call <= 0 else min(steps_per_call, num_steps)
@@ -40,7 +46,7 @@ def eval_sets(data, eval_batch_size: int, data_sharding, rows_sharding) -> dict:
   """Each evaluation split of ``data`` (``Dataset.eval_splits``) on the device, in batches of
   ``eval_batch_size``: ``{name: (images, labels, indices, mask)}``."""
   return {
-    name: (*devices.put((images.reshape(len(images), -1), labels), data_sharding),  # flat: steps.ImageApply
+    name: (*devices.put((flat(images), labels), data_sharding),
            *devices.put(batch_layout(len(labels), eval_batch_size), rows_sharding))
     for name, (images, labels) in data.eval_splits.items()
   }  # fmt: skip

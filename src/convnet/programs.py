@@ -1,6 +1,6 @@
 """Compiled programs over device-resident data: one model, or several seeds of one config in lockstep.
 
-The dataset lives on the device as uint8 arrays, each image flat (``steps.flat``: no minor dimension
+The dataset lives on the device as uint8 arrays, each image flat (``batching.flat``: no minor dimension
 of 1 for a TPU to pad; ``steps.ImageApply`` restores NHWC inside the step). Each epoch draws a permutation on the device and
 runs its steps (``convnet.steps``) as a ``lax.scan`` inside compiled calls (``config.steps_per_call``
 steps per call; 0 = the whole epoch), with the train state donated; the host reads the metrics once
@@ -95,7 +95,7 @@ class EpochProgram:
     eval_batch_size = devices.padded(config["eval_batch_size"], self.mesh.devices.size)  # padding is masked
     self.replicated, rows = devices.replicated(self.mesh), devices.batch_sharding(self.mesh)
     self.shuffle_rng = shuffle_rng
-    self.train_images, self.train_labels = devices.put((steps.flat(data.train_images), data.train_labels),
+    self.train_images, self.train_labels = devices.put((batching.flat(data.train_images), data.train_labels),
                                                        self.replicated)  # fmt: skip
     self.num_train = len(data.train_labels)
     self.num_steps = -(-self.num_train // config["batch_size"])
@@ -234,7 +234,7 @@ class SeedsProgram:
     states = jax.vmap(lambda k: steps.create_train_state(k, config, data.image_shape, data.num_classes))(init_keys)
     self._per_seed = per_seed
     self.stacked = devices.put(states, per_seed)  # every leaf with a leading seeds axis
-    self.images, self.labels = devices.put((steps.flat(data.train_images), data.train_labels), shared)
+    self.images, self.labels = devices.put((batching.flat(data.train_images), data.train_labels), shared)
     self.count = len(self.seeds)
     self.num_train, self.batch_size = len(data.train_labels), config["batch_size"]
     self.num_steps = -(-self.num_train // self.batch_size)

@@ -35,7 +35,7 @@ def make_optimizer(config: Mapping[str, Any]) -> optax.GradientTransformation:
 @dataclasses.dataclass(frozen=True)
 class ImageApply:
   """A train state's ``apply_fn``: ``model.apply`` for images given as NHWC, or flat (``(B, H*W*C)``, reshaped
-  to NHWC inside the compiled step, a free bitcast). The programs keep the dataset on the device flat:
+  to NHWC inside the compiled step, a free bitcast). The programs keep the dataset on the device flat (``batching.flat``):
   a TPU pads an array's minor dimension to 128 lanes, and uint8 ``(N, 28, 28, 1)`` would take about 7 GB
   there instead of 47 MB; ``(N, 784)`` pads to 896 columns."""
 
@@ -46,11 +46,6 @@ class ImageApply:
     if images.ndim == 2:
       images = images.reshape(images.shape[0], *self.image_shape)
     return self.apply(variables, images, **kwargs)
-
-
-def flat(images):
-  """Images ``(N, H, W, C)`` as ``(N, H*W*C)`` (a view: no copy), as the programs store them on the device."""
-  return images.reshape(images.shape[0], -1)
 
 
 def create_train_state(rng: jax.Array, config: Mapping[str, Any], image_shape, num_classes: int) -> TrainState:

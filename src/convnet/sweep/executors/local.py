@@ -25,8 +25,6 @@ log = logging.getLogger("convnet")
 
 def side_by_side(executor: Mapping[str, Any], num_devices: int | None) -> tuple[int, int]:
   """(tasks at once, devices per task) for ``sweep.executor.side_by_side`` and a trial's ``num_devices``."""
-  import jax
-
   available = devices.available_devices()
   per_task = num_devices or devices.default_count(available[0].platform, len(available))
   asked = executor.get("side_by_side")
@@ -35,7 +33,7 @@ def side_by_side(executor: Mapping[str, Any], num_devices: int | None) -> tuple[
   if asked * per_task > len(available):
     raise ConfigError(
       f"sweep.executor.side_by_side={asked} with {per_task} device(s) per trial needs {asked * per_task} devices; "
-      f"this machine has {len(available)} {jax.default_backend()} device(s): use 1..{len(available) // per_task}"
+      f"this machine has {len(available)} {available[0].platform} device(s): use 1..{len(available) // per_task}"
     )
   return asked, per_task
 
