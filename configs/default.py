@@ -72,6 +72,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.matmul_precision = "float32"
   config.deterministic = False  # True: XLA's deterministic GPU ops (run-to-run identical, slower); set at start
 
+  # Inference speed, measured after training on the device it trained on (src/convnet/inference.py): batch-1
+  # latency and throughput at batch_size images per call, each over calls for about seconds / 2; 0: not measured.
+  config.inference = ml_collections.ConfigDict()
+  config.inference.seconds = 1.0
+  config.inference.batch_size = 1024
+
   # Logging.
   config.checkpoint = True  # orbax checkpoint after each epoch; resume on re-run
   config.tensorboard = True

@@ -52,6 +52,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   sweep.report.per_doubling = 0.005
   sweep.report.tolerance = 0.005
   sweep.report.confidence = 0.9
+  # What "fast" means (src/convnet/results/speeds.py): 'train_time' (s/epoch), 'latency' (batch-1 inference),
+  # 'throughput' (inference images/s), 'flops' or 'params'. The report also shows the answer under each.
+  sweep.report.speed = "train_time"
   # A re-run retries trials that failed for reasons outside them (I/O, data, a crash); True: also
   # those that failed on their own (a NaN or diverged loss, a bad value).
   sweep.retry_failed = False

@@ -5,7 +5,7 @@ import json
 from conftest import REPO
 
 from convnet import configuration
-from convnet.results import report, tuning
+from convnet.results import analysis, report, tuning
 from convnet.rundir import files
 
 
@@ -70,12 +70,10 @@ def test_main_and_report_give_one_answer_and_list_the_trials_outside_the_grid(tm
 
 
 def test_the_plot_calls_an_undecided_pick_what_it_is_not_the_sweet_spot():
-  from types import SimpleNamespace
-
   from convnet.results import plots
 
-  rows = [SimpleNamespace(name=f"features={n}-{n}", seconds_mean=s, seconds_std=0.1, accuracy_mean=a, accuracy_std=0.01,
-                          split="validation") for n, s, a in ((8, 1.0, 0.85), (16, 2.0, 0.9))]  # fmt: skip
+  rows = [analysis.ConfigResult(f"features={n}-{n}", (), (0, 1), a, 0.01, s, 0.1, 1.0, 10, 100, 50)
+          for n, s, a in ((8, 1.0, 0.85), (16, 2.0, 0.9))]  # fmt: skip
   labels = {}
   for status in ("decided", "undecided"):
     fig = plots.pareto(rows, rows, rows[1], "a machine", per_doubling=0.005, status=status)

@@ -146,7 +146,7 @@ def build(config) -> int:
 @pytest.mark.parametrize("where, argv, env", COMMANDS, ids=[w for w, _, _ in COMMANDS])
 def test_each_documented_command_parses_and_builds_its_model(real_data_dir, where, argv, env):
   module = importlib.import_module(argv[0])
-  values = cli.parse(argv, module.define_flags)
+  values = cli.parse(argv, module.define_flags, getattr(module, "ARGUMENTS", None))
   if "config" in values and values.config is not None:
     config = values.config
     expanded = expand(config) if "sweep" in config else [trials.Trial("run", {}, config)]
@@ -196,8 +196,8 @@ def workspace(real_data_dir, tmp_path_factory) -> Path:
   # What the report commands read (their sweeps take an hour or more): the smoke sweep's results.
   for name in ("sweep", "depth", "pruned", "wide", "pruned_2_3", "sweep_2"):
     shutil.copytree(cwd / "runs" / "smoke", cwd / "runs" / name, dirs_exist_ok=True)
-  recorded = "experiments/fashion_mnist_sweet_spot"  # the replays of pruning read the recorded grid
-  shutil.copytree(REPO / recorded, cwd / recorded, dirs_exist_ok=True)
+  for recorded in ("experiments/fashion_mnist_sweet_spot", "experiments/inference"):  # the replays of pruning read
+    shutil.copytree(REPO / recorded, cwd / recorded, dirs_exist_ok=True)  # the recorded grid; predict, the pictures
   run_in_groups(cwd, others)
   return cwd
 
@@ -209,9 +209,13 @@ def test_documented_commands_run_as_written(workspace):
   assert json.loads((workspace / "runs" / "two" / "summary.json").read_text())["mesh"] == {"data": 2}
 
 
+def python_blocks(doc: Path) -> list[str]:
+  return re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+
+
 def readme_python_block() -> str:
-  blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-  assert len(blocks) == 1, "README.md should have one Python block"
+  blocks = python_blocks(REPO / "README.md")
+  assert len(blocks) == 2, "README.md should have two Python blocks: convnet in your code, the exported model"
   return blocks[0]
 
 
@@ -226,6 +230,20 @@ def test_the_readme_python_block_runs_as_written(workspace):
                           text=True, timeout=600)  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]
   assert re.search(r"\d+\.\d+% test accuracy", result.stdout), result.stdout
+
+
+EXPORTED_BLOCKS = [(doc, block) for doc in DOCS for block in python_blocks(doc) if "jax.export.deserialize" in block]
+
+
+@pytest.mark.parametrize("doc, block", EXPORTED_BLOCKS, ids=[str(d.relative_to(REPO)) for d, _ in EXPORTED_BLOCKS])
+def test_the_blocks_that_use_an_exported_model_run_as_written_without_convnet(workspace, doc, block):
+  # After the documented export command wrote exported/model.jax; convnet is not on the path, and not imported.
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  code = block + "\nimport sys\nassert not {'convnet', 'flax', 'optax'} & {m.split('.')[0] for m in sys.modules}\n"
+  result = subprocess.run([sys.executable, "-c", code], cwd=workspace, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() in input_pipeline.FASHION_MNIST_CLASSES
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

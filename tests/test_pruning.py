@@ -5,7 +5,7 @@ sweep; tests/test_sweep.py and tests/test_executors.py run pruned sweeps."""
 import pytest
 
 from convnet.errors import ConfigError
-from convnet.results import analysis, markdown, report
+from convnet.results import analysis, markdown, report, spending
 from convnet.rundir import files
 from convnet.sweep import replay, strategies
 from convnet.sweep.strategies import ONE_SEED_MARGIN, Standing
@@ -131,8 +131,8 @@ def test_the_report_chooses_among_finished_configurations_and_says_what_pruning_
   rows = analysis.aggregate(results)
   assert [r.name for r in rows] == ["c=fast", "c=mid"]
   assert analysis.chosen_sweet_spot(rows, config)[0].name == "c=mid"
-  assert analysis.trial_epochs(results, 5) == (22, 30)
-  [stopped] = analysis.pruned(results)
+  assert spending.trial_epochs(results, 5) == (22, 30)
+  [stopped] = spending.pruned(results)
   assert (stopped.row.name, stopped.epoch, stopped.by, len(stopped.row.seeds)) == ("c=slow", 1, "c=fast", 2)
   text = markdown.markdown(config, results)
   assert "| c=mid ★ |" in text  # the rule's pick (two seeds each: how sure is said beside it)

@@ -151,13 +151,13 @@ def _help(values: flags.FlagValues, argv: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
-def _parse_into(values: flags.FlagValues, argv: Sequence[str]) -> list[str]:
+def _parse_into(values: flags.FlagValues, argv: Sequence[str], arguments: str | None = None) -> list[str]:
   helps = ("-h", "--help", "--helpshort", "-?")
   if any(arg in helps for arg in argv[1:]):  # absl's exits 1; help is no error
     print(_help(values, [arg for arg in argv if arg not in helps]))
     sys.exit(0)
   extra = _positionals(values, argv)
-  if extra:
+  if extra and arguments is None:
     flag = argv[extra[0] - 1]
     if flag.startswith("--config.") and "=" not in flag:  # --config.x 1: ml_collections wants --config.x=1
       fail(f"{flag} {argv[extra[0]]}: config fields take their value after '=': {flag}={argv[extra[0]]}")
@@ -184,11 +184,12 @@ def _parse_into(values: flags.FlagValues, argv: Sequence[str]) -> list[str]:
   return rest
 
 
-def parse(argv: Sequence[str], define_flags: DefineFlags) -> flags.FlagValues:
-  """``argv`` (program name first) parsed into fresh FlagValues defined by ``define_flags``."""
+def parse(argv: Sequence[str], define_flags: DefineFlags, arguments: str | None = None) -> flags.FlagValues:
+  """``argv`` (program name first) parsed into fresh FlagValues defined by ``define_flags`` (``arguments``:
+  what a command that takes arguments besides its flags calls them, its module's ``ARGUMENTS``)."""
   values = flags.FlagValues()
   define_flags(values)
-  _parse_into(values, argv)
+  _parse_into(values, argv, arguments)
   return values
 
 
@@ -210,13 +211,17 @@ def _orbax_leftovers(record: logging.LogRecord) -> bool:
   return not (record.getMessage().startswith("Task exception was never retrieved") and "orbax" in record.getMessage())
 
 
-def run(main: Callable[[flags.FlagValues], None], define_flags: DefineFlags | None = None) -> None:
-  """The entry point: XLA flags, then ``main(FLAGS)`` with one-line errors (see the module docstring)."""
+def run(main: Callable[..., None], define_flags: DefineFlags | None = None, arguments: str | None = None) -> None:
+  """The entry point: XLA flags, then ``main(FLAGS)`` with one-line errors (see the module docstring).
+  A command that takes arguments besides its flags names them (``arguments="IMAGE..."``) and is called
+  as ``main(FLAGS, args)``; one without any refuses them."""
   if define_flags is not None:
     define_flags(flags.FLAGS)
 
   def guarded(argv):
-    del argv
+    args = [arg for arg in argv[1:] if arg != "--"]
+    if arguments is not None and not args:
+      fail(f"give {arguments} after the flags (--help lists the flags)")
     config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
     asked = config if config is not None else {}
     runtime.configure_xla(asked.get("backend"), bool(asked.get("deterministic")))  # before JAX's backend starts
@@ -226,7 +231,7 @@ def run(main: Callable[[flags.FlagValues], None], define_flags: DefineFlags | No
     sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
     logging.getLogger("asyncio").addFilter(_orbax_leftovers)
     try:
-      main(flags.FLAGS)
+      main(flags.FLAGS, args) if arguments is not None else main(flags.FLAGS)
     except Interrupted as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(130)
@@ -243,4 +248,4 @@ def run(main: Callable[[flags.FlagValues], None], define_flags: DefineFlags | No
         raise
       fail(f"{problem}; nothing already written is lost: fix it and re-run the same command to resume")
 
-  app.run(guarded, flags_parser=lambda argv: _parse_into(flags.FLAGS, argv))
+  app.run(guarded, flags_parser=lambda argv: _parse_into(flags.FLAGS, argv, arguments))

@@ -19,7 +19,7 @@ from typing import Any
 
 import ml_collections
 
-from convnet import models, numerics
+from convnet import inference, models, numerics
 from convnet.errors import ConfigError
 from convnet.rundir import files, runlog
 
@@ -27,7 +27,7 @@ OPTIMIZERS = ("adam", "sgd")
 # Config fields that may change between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = frozenset(
   {"num_epochs", "stop_at", "steps_per_call", "eval_batch_size", "checkpoint", "tensorboard", "progress",
-   "backend", "num_devices", "distributed", "matmul_precision", "deterministic"}
+   "backend", "num_devices", "distributed", "matmul_precision", "deterministic", "inference"}
 )  # fmt: skip
 # Where the configs that ship with convnet are: installed (convnet/configs/, in a checkout a symlink to the
 # top-level configs/) or the top-level configs/ of a checkout whose file system keeps no symlinks.
@@ -97,6 +97,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     raise ConfigError(f"matmul_precision={precision!r} is not allowed; use one of {numerics.MATMUL_PRECISIONS}")
   if not isinstance(config.get("deterministic", False), bool):
     raise ConfigError(f"deterministic={config['deterministic']!r} is not allowed; use True or False")
+  inference.check_settings(config)
   stop_at = config.get("stop_at")
   if stop_at is not None and not 0 < stop_at <= 1:
     raise ConfigError(f"stop_at={stop_at!r} is not allowed; use a train accuracy in (0, 1] or None")
@@ -104,8 +105,9 @@ def check_config(config: Mapping[str, Any]) -> None:
 
 
 def model_kwargs(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
-  """``config.model`` with the dataset's number of classes (where it is None): ConvNet(**model_kwargs(...))."""
-  kwargs = dict(config["model"])
+  """``config.model`` with the dataset's number of classes (where it is None): ConvNet(**model_kwargs(...)).
+  Lists (a config read back from JSON) become tuples, so that the module hashes (one compilation per architecture)."""
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(config["model"]).items()}
   if kwargs.get("num_classes") is None:
     kwargs["num_classes"] = num_classes
   elif kwargs["num_classes"] != num_classes:

@@ -17,7 +17,7 @@ import jax
 
 from convnet import cli, devices, train
 from convnet.errors import ConfigError
-from convnet.results import analysis
+from convnet.results import analysis, speeds
 from convnet.sweep import driver, settings
 
 
@@ -47,8 +47,9 @@ def run_sweep(config, workdir: Path) -> None:
     spot = done.sweet_spot
     tested = f" (test {analysis.test_text(spot)})" if spot.split != "test" else ""
     print(f"{done.answer.text()}")
+    fast = f", {speeds.speed_text(spot.speed, spot.cost_mean)}" if spot.speed != speeds.DEFAULT_SPEED else ""
     print(f"sweet spot: {spot.name}: {analysis.accuracy_text(spot)} {spot.split} accuracy{tested} at "
-          f"{spot.seconds_mean:.2f} s/epoch")  # fmt: skip
+          f"{spot.seconds_mean:.2f} s/epoch{fast}")  # fmt: skip
   else:
     print(f"{analysis.chosen_sweet_spot(done.rows, config.to_dict())[1]} (see the report)")
   print(f"report: {done.files[0]}; also: {', '.join(str(f) for f in done.files[1:])}")
@@ -69,9 +70,11 @@ def run_single(config, workdir: Path) -> None:
   ]
   held_out = (f"validation accuracy {100 * summary['validation_accuracy']:.2f}%, "
               if "validation_accuracy" in summary else "")  # fmt: skip
+  inferred = (f"; inference {summary['latency_ms']:.2f} ms per image at batch 1, {summary['throughput']:,.0f} "
+              f"images/s at batch {summary['throughput_batch']}" if "latency_ms" in summary else "")  # fmt: skip
   print(
     f"{held_out}test accuracy {100 * summary['test_accuracy']:.2f}% after {summary['epoch']} epoch(s), "
-    f"{summary['epoch_seconds']:.2f} s/epoch (median); files in {workdir}: {', '.join(written)}"
+    f"{summary['epoch_seconds']:.2f} s/epoch (median){inferred}; files in {workdir}: {', '.join(written)}"
   )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import ml_collections
 
-from convnet import configuration, devices, input_pipeline, interrupts, models, numerics, programs, splits
+from convnet import configuration, devices, inference, input_pipeline, interrupts, models, numerics, programs, splits
 from convnet.errors import Interrupted, TrainingError
 from convnet.rundir import checkpoints, locks, provenance, runlog
 
@@ -233,9 +233,13 @@ def _fit(members: list[_Member]) -> list[dict[str, Any]]:
     for member in members:  # every checkpoint written before a summary says "completed"
       member.saver.close()
 
-  for member in members:
+  model = models.ConvNet(**configuration.model_kwargs(config, data.num_classes))
+  for member, state in zip(members, program.states(), strict=True):
     if member.summary["status"] != "failed":
       member.summary.update(runlog.history_summary(member.history))
+      member.summary.update(
+        inference.measure(model, state.params, data.image_shape, config, program.mesh.devices.flat[0])
+      )
       member.summary.update(status="completed", total_seconds=time.perf_counter() - start_time)
       member.run_log.write_summary(member.summary)
   return [m.summary for m in members]

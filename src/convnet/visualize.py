@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from absl import flags
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convnet import cli, configuration, input_pipeline, models, steps
+from convnet import cli, configuration, input_pipeline, models, trained
 from convnet.errors import ConfigError, DataError
 from convnet.results import plots
-from convnet.rundir import checkpoints, files, runlog
 from convnet.sweep import store
 
 PLOTS = ("activations", "filters")
@@ -59,15 +57,9 @@ def load_run(workdir: str | Path) -> Run:
       )
     shown = ", ".join(str(path) for path in trials[:5]) + (", ..." if len(trials) > 5 else "")
     raise DataError(f"{workdir} is a sweep directory; give one of its trials: {shown} ({len(trials)} in all)")
-  config = files.read_json(workdir / runlog.CONFIG_FILE)
-  if config is None:
-    raise DataError(f"{workdir / runlog.CONFIG_FILE}: not found; {workdir} is not a convnet run")
-  data = input_pipeline.get_datasets(config["dataset"])
-  kwargs = configuration.model_kwargs(config, data.num_classes)
-  target = steps.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
-  state, epoch = checkpoints.restore(workdir, target)
-  specs = models.layer_specs(kwargs, data.image_shape)
-  return Run(workdir, config, models.ConvNet(**kwargs), state.params, epoch, data, specs)
+  net = trained.load(workdir)
+  specs = models.layer_specs(configuration.model_kwargs(net.config, net.data.num_classes), net.image_shape)
+  return Run(workdir, net.config, net.model, net.params, net.epoch, net.data, specs)
 
 
 def layer_outputs(model: models.ConvNet, params: Any, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -20,6 +20,11 @@ The sweet spot (:func:`sweet_spot`, ``sweep.report.rule``):
   for every network gives the same answer.
 * ``within_std``: the fastest configuration within one standard deviation over seeds of the best mean;
 * ``within_tolerance``: the fastest within ``tolerance`` of the best mean.
+
+"Fast" is ``sweep.report.speed`` (:data:`SPEEDS`): seconds per training epoch (the default), batch-1
+inference latency, inference throughput (its cost: seconds per image, 1 / throughput), FLOPs per image
+or parameters. Each configuration's ``cost_*`` figures are that measure (lower is better); the front,
+the sweet spot and the draws read them, while ``seconds_*`` stay seconds per epoch for every table.
 """
 
 from collections.abc import Mapping, Sequence
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from convnet.errors import ConfigError, DataError
+from convnet.results.speeds import DEFAULT_SPEED, SPEEDS, speed_cost
 
 DECIDES = "validation_accuracy"  # the accuracy every decision reads
 REPORTS = "test_accuracy"  # measured and reported, never read by a decision
@@ -77,6 +83,18 @@ class ConfigResult:
   test_accuracy_std: float | None = None
   split: str = "validation"  # the split accuracy_mean is on: 'validation', or 'test' in older sweeps
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # its swept values (seed left out)
+  speed: str = DEFAULT_SPEED  # what "fast" means for its cost figures (SPEEDS)
+  cost_mean: float | None = None  # mean, std and each seed's cost (None: seconds per epoch's, train_time)
+  cost_std: float | None = None
+  costs: tuple[float, ...] | None = None
+  latency_ms: float | None = None  # mean batch-1 inference latency over seeds (None: not recorded)
+  throughput: float | None = None  # mean inference images per second
+
+  def __post_init__(self):
+    if self.cost_mean is None:  # the cost is seconds per epoch unless given
+      object.__setattr__(self, "cost_mean", self.seconds_mean)
+      object.__setattr__(self, "cost_std", self.seconds_std)
+      object.__setattr__(self, "costs", self.seconds)
 
   @property
   def at_chance(self) -> bool:
@@ -88,9 +106,18 @@ def _std(values: Sequence[float]) -> float:
   return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def aggregate(results: Sequence[Mapping[str, Any]], status: str = "completed") -> list[ConfigResult]:
+def _mean_of(trials: Sequence[Mapping[str, Any]], field: str) -> float | None:
+  return None if any(t.get(field) is None for t in trials) else statistics.fmean(t[field] for t in trials)
+
+
+def aggregate(
+  results: Sequence[Mapping[str, Any]], status: str = "completed", speed: str = DEFAULT_SPEED
+) -> list[ConfigResult]:
   """Mean ± std over seeds of each configuration's completed trials (or those of another ``status``,
-  e.g. ``'pruned'``: their figures at the epoch they stopped), in first-seen order."""
+  e.g. ``'pruned'``: their figures at the epoch they stopped), in first-seen order; their costs under
+  ``speed`` (DataError naming a configuration that has not recorded it)."""
+  if speed not in SPEEDS:
+    raise ConfigError(f"sweep.report.speed={speed!r} is not allowed; use one of {tuple(SPEEDS)}")
   groups: dict[str, list[Mapping[str, Any]]] = {}
   for r in results:
     if r.get("status") == status:
@@ -101,6 +128,12 @@ def aggregate(results: Sequence[Mapping[str, Any]], status: str = "completed") -
     accuracy = [t[key] for t in trials]
     seconds = [t["epoch_seconds"] for t in trials]
     tested = [t[REPORTS] for t in trials if REPORTS in t]
+    costs = [speed_cost(t, speed) for t in trials]
+    if None in costs:
+      raise DataError(
+        f"sweep.report.speed={speed}: {name} has no {SPEEDS[speed][0]} recorded (trained before it was measured, "
+        "or with inference.seconds=0); choose another speed (train_time, flops, params are always recorded)"
+      )
     rows.append(
       ConfigResult(
         name=name,
@@ -121,23 +154,30 @@ def aggregate(results: Sequence[Mapping[str, Any]], status: str = "completed") -
         test_accuracy_std=_std(tested) if len(tested) == len(trials) else None,
         split=split_name(key),
         overrides={k: v for k, v in (trials[0].get("overrides") or {}).items() if k != "seed"},
+        speed=speed,
+        cost_mean=statistics.fmean(costs),
+        cost_std=_std(costs),
+        costs=tuple(costs),
+        latency_ms=_mean_of(trials, "latency_ms"),
+        throughput=_mean_of(trials, "throughput"),
       )
     )
   return rows
 
 
 def pareto_front(rows: Sequence[ConfigResult]) -> list[ConfigResult]:
-  """Configurations no other beats on both mean accuracy (higher) and seconds per epoch (lower); fastest first."""
+  """Configurations no other beats on both mean accuracy (higher) and cost (lower: seconds per epoch, or
+  the rows' speed); fastest first."""
 
   def dominated(a: ConfigResult) -> bool:
     return any(
       b.accuracy_mean >= a.accuracy_mean
-      and b.seconds_mean <= a.seconds_mean
-      and (b.accuracy_mean > a.accuracy_mean or b.seconds_mean < a.seconds_mean)
+      and b.cost_mean <= a.cost_mean
+      and (b.accuracy_mean > a.accuracy_mean or b.cost_mean < a.cost_mean)
       for b in rows
     )
 
-  return sorted((r for r in rows if not dominated(r)), key=lambda r: r.seconds_mean)
+  return sorted((r for r in rows if not dominated(r)), key=lambda r: r.cost_mean)
 
 
 def accuracy_text(row: ConfigResult) -> str:
@@ -178,13 +218,17 @@ def choose(
 
 
 def rule_text(
-  rule: str, tolerance: float = 0.005, per_doubling: float = PER_DOUBLING, split: str = "validation"
+  rule: str,
+  tolerance: float = 0.005,
+  per_doubling: float = PER_DOUBLING,
+  split: str = "validation",
+  speed: str = DEFAULT_SPEED,
 ) -> str:
   """The rule in words."""
   if rule == "exchange_rate":
     return (
       f"the configuration with the best mean {split} accuracy minus {100 * per_doubling:.2f} points per doubling "
-      f"of seconds per epoch: a network twice as slow must be {100 * per_doubling:.2f} points more accurate "
+      f"of {SPEEDS[speed][1]}: a network twice as slow must be {100 * per_doubling:.2f} points more accurate "
       "to be preferred (sweep.report.per_doubling)"
     )
   if rule == "within_std":
@@ -207,14 +251,12 @@ def sweet_spot(
   if not rows:
     raise DataError("no sweet spot: every configuration's accuracy is at chance (it learned nothing)")
   accuracy = np.array([[r.accuracy_mean for r in rows]])
-  seconds = np.array([[r.seconds_mean for r in rows]])
+  cost = np.array([[r.cost_mean for r in rows]])
   std = np.array([r.accuracy_std for r in rows])
-  chosen = rows[int(choose(accuracy, seconds, std, rule, tolerance, per_doubling)[0])]
+  chosen = rows[int(choose(accuracy, cost, std, rule, tolerance, per_doubling)[0])]
   best = max(rows, key=lambda r: r.accuracy_mean)
-  return (
-    chosen,
-    f"{rule_text(rule, tolerance, per_doubling, rows[0].split)} (most accurate: {best.name}, {accuracy_text(best)})",
-  )
+  words = rule_text(rule, tolerance, per_doubling, rows[0].split, rows[0].speed)
+  return chosen, f"{words} (most accurate: {best.name}, {accuracy_text(best)})"
 
 
 def most_accurate(rows: Sequence[ConfigResult]) -> ConfigResult | None:
@@ -230,6 +272,8 @@ def check_rule(settings: Mapping[str, Any]) -> None:
     value = settings.get(field, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
       raise ConfigError(f"sweep.report.{field}={value!r}: give an accuracy difference >= 0, e.g. {example}")
+  if settings.get("speed", DEFAULT_SPEED) not in SPEEDS:
+    raise ConfigError(f"sweep.report.speed={settings.get('speed')!r} is not allowed; use one of {tuple(SPEEDS)}")
   sure = settings.get("confidence", 0.9)
   if isinstance(sure, bool) or not isinstance(sure, (int, float)) or not 0.5 <= sure < 1:
     raise ConfigError(f"sweep.report.confidence={sure!r}: give a share of draws in [0.5, 1), e.g. 0.9")
@@ -254,34 +298,3 @@ def chosen_sweet_spot(rows: Sequence[ConfigResult], config: Mapping[str, Any]) -
     return sweet_spot(*rule_of(rows, settings))
   except DataError as e:
     return None, str(e)
-
-
-@dataclasses.dataclass(frozen=True)
-class Pruned:
-  """A configuration that Pareto pruning stopped: where, why, and its figures there (over its seeds)."""
-
-  row: ConfigResult  # accuracy and s/epoch at the epoch it stopped
-  epoch: int
-  by: str
-  accuracy_lead: float  # by's mean accuracy minus this one's, at that epoch
-  margin: float
-  speedup: float  # this one's s/epoch over by's
-
-
-def pruned(results: Sequence[Mapping[str, Any]]) -> list[Pruned]:
-  """The pruned configurations of a sweep's results, in the order they were stopped."""
-  first = {}
-  for r in results:
-    if r.get("status") == "pruned":
-      first.setdefault(r["configuration"], r)
-  rows = {row.name: row for row in aggregate(results, "pruned")}
-  return [
-    Pruned(rows[name], int(r["pruned_at"]), r["pruned_by"], r["accuracy_lead"], r["prune_margin"], r["speedup"])
-    for name, r in first.items()
-  ]
-
-
-def trial_epochs(results: Sequence[Mapping[str, Any]], num_epochs: int) -> tuple[int, int]:
-  """(epochs trained, epochs the full grid trains) over the trials that trained (completed or pruned)."""
-  trained = [r for r in results if r.get("status") in ("completed", "pruned")]
-  return sum(int(r.get("epoch", 0)) for r in trained), num_epochs * len(trained)

@@ -4,7 +4,7 @@ The seeds' spread is taken as common to every configuration and estimated from a
 the sample variances weighted by their degrees of freedom, ``sum(n_i - 1)`` in all); with 2-3 seeds
 per configuration a spread of one configuration alone is itself too noisy to trust (the recorded
 3-seed grids show 0.12-0.42 points for one network and the next). Each configuration's mean accuracy
-(on the deciding split) and mean log2 seconds per epoch are then drawn from their posterior under the
+(on the deciding split) and mean log2 cost (seconds per epoch, or what ``sweep.report.speed`` names) are then drawn from their posterior under the
 usual noninformative prior for normal data with one spread for all: each draw takes a spread
 (``pooled_std x sqrt(df / chi2(df))``) and then every mean (``mean + spread / sqrt(n) x normal``), so each
 mean alone is Student's t with the pooled degrees of freedom. Where no configuration has two seeds there is no spread to pool: no
@@ -102,7 +102,7 @@ def draws(rows: Sequence[analysis.ConfigResult], count: int = DRAWS, seed: int =
   The joint posterior of the pooled model: in each draw one spread for all configurations,
   ``sigma = pooled_std x sqrt(df / chi2(df))``, then each mean ``mean + sigma / sqrt(n) x normal`` (each
   mean alone is then Student's t with df degrees of freedom)."""
-  times = [[math.log2(s) for s in r.seconds] for r in rows]
+  times = [[math.log2(s) for s in r.costs] for r in rows]
   accuracy_std, df = pooled_std([r.accuracies for r in rows])
   time_std, _ = pooled_std(times)
   if not df:
@@ -147,7 +147,7 @@ def answer(
   common = {
     "confidence": confidence,
     "rule": rule,
-    "rule_text": analysis.rule_text(rule, tolerance, per_doubling, split),
+    "rule_text": analysis.rule_text(rule, tolerance, per_doubling, split, rows[0].speed if rows else "train_time"),
     "split": split,
     "seeds": {r.name: len(r.seeds) for r in rows},
     "per_doubling": per_doubling if rule == "exchange_rate" else None,
@@ -198,7 +198,7 @@ def seeds_to_settle(rows, shares, spot, rule: str, per_doubling: float, confiden
   first, second = (by_name[name] for name in list(shares)[:2])
 
   def value(r):
-    return r.accuracy_mean - per_doubling * math.log2(r.seconds_mean)
+    return r.accuracy_mean - per_doubling * math.log2(r.cost_mean)
 
   gap = abs(value(first) - value(second))
   spread = math.sqrt(2) * pooled_std([r.accuracies for r in rows])[0]

@@ -30,6 +30,8 @@ METRICS = (
   ("test_accuracy", "test_accuracy", "test accuracy after the last epoch (reported only)"),
   ("test_loss", "test_loss", "test loss after the last epoch"),
   ("seconds_per_epoch", "epoch_seconds", "median seconds per epoch (compilation excluded)"),
+  ("latency_ms", "latency_ms", "median batch-1 inference latency in ms (compilation excluded)"),
+  ("throughput", "throughput", "inference images per second at inference.batch_size"),
   ("num_params", "num_params", "parameters"),
 )
 PLUGIN = "hparams"

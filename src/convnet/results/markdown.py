@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 import statistics
 from typing import Any
 
-from convnet.results import analysis, confidence, spending, tuning
+from convnet.errors import DataError
+from convnet.results import analysis, confidence, speeds, spending, tuning
 from convnet.rundir import provenance
 
 
@@ -21,7 +22,8 @@ def markdown(
 ) -> str:
   """report.md's text (``fixed``: seconds per trial outside its epochs, ``SweepStore.fixed_costs``;
   ``outside``: trials recorded in the directory outside the config's grid, listed and left out)."""
-  every = analysis.aggregate(results)
+  speed = speeds.speed_of(config)
+  every = analysis.aggregate(results, speed=speed)
   sweep = config.get("sweep") or {}
   rows, tuned_away = tuning.tune(every, sweep.get("tuned") or ())
   front = {r.name for r in analysis.pareto_front(rows)}
@@ -61,7 +63,7 @@ def markdown(
   ]
   if fixed:
     lines.append(
-      f"Time per trial outside its epochs (data, model, compilation, evaluation, checkpoints; summary.json's "
+      f"Time per trial outside its epochs (data, model, compilation, evaluation, checkpoints, inference timing; summary.json's "
       f"total - train seconds of the {len(fixed)} trial(s) trained in one go): median {statistics.median(fixed):.2f} s "
       f"({min(fixed):.2f}-{max(fixed):.2f})."
     )
@@ -72,14 +74,17 @@ def markdown(
     found = confidence.answer(rows, *confidence.settings_of(config))
     lines += _answer(rows, found)
     tested = split != "test"
+    inferred = any(r.latency_ms is not None for r in every)
     lines += [
       "",
       f"| configuration | seeds | {split} accuracy % |"
       + (" test accuracy % |" if tested else "")
-      + " s/epoch | examples/s | params | MFLOP/example | flattened | Pareto |",
-      "|---|---|---|" + ("---|" if tested else "") + "---|---|---|---|---|---|",
+      + " s/epoch |"
+      + (" latency ms | images/s |" if inferred else "")
+      + " examples/s | params | MFLOP/example | flattened | Pareto |",
+      "|---|---|---|" + ("---|" if tested else "") + ("---|---|" if inferred else "") + "---|---|---|---|---|---|",
     ]
-    for r in sorted(every, key=lambda r: r.seconds_mean):
+    for r in sorted(every, key=lambda r: r.cost_mean):
       mark = "**yes**" if r.name in front else (f"tuned away: {tuned_away[r.name]}" if r.name in tuned_away else "")
       star = " ★" if spot is not None and r.name == spot.name else ""
       seconds = f"{r.seconds_mean:.2f} ± {r.seconds_std:.2f}" if len(r.seeds) > 1 else f"{r.seconds_mean:.2f}"
@@ -87,11 +92,18 @@ def markdown(
         f"| {r.name}{star} | {len(r.seeds)} | {analysis.accuracy_text(r).replace('%', '')} | "
         + (f"{analysis.test_text(r).replace('%', '')} | " if tested else "")
         + f"{seconds} | "
-        f"{r.examples_per_second:,.0f} | {r.num_params:,} | {r.flops_per_example / 1e6:.2f} | {r.flatten_size:,} | {mark} |"
+        + (f"{_or_dash(r.latency_ms, '.3f')} | {_or_dash(r.throughput, ',.0f')} | " if inferred else "")
+        + f"{r.examples_per_second:,.0f} | {r.num_params:,} | {r.flops_per_example / 1e6:.2f} | {r.flatten_size:,} | {mark} |"
       )
     lines += ["", "Pareto front (fastest first): " + " → ".join(r.name for r in analysis.pareto_front(rows)) + "."]
+    if inferred:
+      lines.append(
+        "Latency: one image per call, median over calls after warm-up; images/s at `inference.batch_size` images per "
+        "call; each on the device the trial trained on (convnet.inference), mean over seeds."
+      )
     if input_pixels:
       lines.append(f"Flattened = the feature vector entering the dense layers (input: {input_pixels:,} pixels).")
+    lines += _each_speed(results, config)
   else:
     found = None
     lines += ["", "No completed trials yet."]
@@ -120,7 +132,9 @@ def _answer(rows: Sequence[analysis.ConfigResult], found: confidence.Answer) -> 
   figures = (
     f"{analysis.accuracy_text(spot)} {found.split} accuracy"
     + (f" (test: {analysis.test_text(spot)})" if found.split != "test" else "")
-    + f" at {spot.seconds_mean:.2f} s/epoch, {spot.num_params:,} parameters"
+    + f" at {spot.seconds_mean:.2f} s/epoch"
+    + (f", {speeds.speed_text(spot.speed, spot.cost_mean)} ({spot.speed})" if spot.speed != "train_time" else "")
+    + f", {spot.num_params:,} parameters"
   )
   if found.status == "smoke check":
     lines = ["", f"**Smoke check, not an answer** — {found.text()}.", f"The rule's pick: {spot.name}, {figures}."]
@@ -134,13 +148,13 @@ def _answer(rows: Sequence[analysis.ConfigResult], found: confidence.Answer) -> 
     lines = ["", f"**Sweet spot: {spot.name}** — {figures}; chosen in {100 * found.share:.0f}% of draws over the seeds "
              f"(decided at {100 * found.confidence:.0f}%)."]  # fmt: skip
   lines += [
-    f"Rule (`sweep.report.rule={rule}`): {found.rule_text}.",
+    f"Rule (`sweep.report.rule={rule}`, fast = `sweep.report.speed={spot.speed}`): {found.rule_text}.",
     f"How sure: the rule run on {confidence.DRAWS:,} draws of each configuration's mean from its seeds (Student's t "
     "posterior; convnet.results.confidence).",
     "",
     f"| | configuration | {found.split} accuracy % |"
     + (" test accuracy % |" if tested else "")
-    + " s/epoch | picked in (draws) | on the front (draws) |",
+    + f" {_SPEED_COLUMNS[spot.speed]} | picked in (draws) | on the front (draws) |",
     "|---|---|---|" + ("---|" if tested else "") + "---|---|---|",
   ]
   picks = [("**sweet spot**", found.sweet_spot), ("most accurate", found.most_accurate)]
@@ -151,8 +165,40 @@ def _answer(rows: Sequence[analysis.ConfigResult], found: confidence.Answer) -> 
     front = f"{100 * found.on_front[name]:.0f}%" if found.on_front else "-"
     test = f"{analysis.test_text(row).replace('%', '')} | " if tested else ""
     lines.append(f"| {what} | {name} | {analysis.accuracy_text(row).replace('%', '')} | {test}"
-                 f"{row.seconds_mean:.2f} | {chosen} | {front} |")  # fmt: skip
+                 f"{speeds.speed_text(row.speed, row.cost_mean)} | {chosen} | {front} |")  # fmt: skip
   return lines
+
+
+_SPEED_COLUMNS = {"train_time": "s/epoch", "latency": "latency", "throughput": "throughput", "flops": "FLOPs",
+                  "params": "params"}  # fmt: skip
+
+
+def _or_dash(value: float | None, spec: str) -> str:
+  return "-" if value is None else format(value, spec)
+
+
+def _each_speed(results: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> list[str]:
+  """The answer under each meaning of "fast" (``convnet.results.speeds``): does the sweet spot depend on it?"""
+  lines = ["", "## The answer under each meaning of fast", "",
+           "| fast (`sweep.report.speed`) | the rule's pick on the means | picked in (draws) | answer |",
+           "|---|---|---|---|"]  # fmt: skip
+  picks = set()
+  for speed, (field, words) in speeds.SPEEDS.items():
+    try:
+      rows = tuning.decided_rows(results, {**config, "sweep": {**(config.get("sweep") or {}), "report": {
+        **analysis.report_settings(config), "speed": speed}}})  # fmt: skip
+    except DataError:
+      lines.append(f"| `{speed}`: {words} | not recorded (`{field}`) | - | - |")
+      continue
+    found = confidence.answer(rows, *confidence.settings_of(config))
+    share = f"{100 * found.share:.0f}%" if found.share is not None else "-"
+    mark = " (this report)" if speed == speeds.speed_of(config) else ""
+    lines.append(f"| `{speed}`{mark}: {words} | {found.sweet_spot or '-'} | {share} | {found.status} |")
+    picks.add(found.sweet_spot)
+  verdict = (
+    "the same configuration under every measure recorded" if len(picks) == 1 else "it depends on what fast means"
+  )
+  return lines + ["", f"The rule's pick: {verdict}."]
 
 
 def _values(values: Sequence[Any]) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 import statistics
 from typing import Any
 
+from convnet.results import speeds
+
 
 def figure(width: float = 7.0, height: float = 5.0, dpi: int = 110):
   """A matplotlib Figure on the Agg canvas (savefig works without pyplot)."""
@@ -37,11 +39,11 @@ def pareto(
   per_doubling: float | None = None,
   status: str = "decided",
 ):
-  """Deciding accuracy (validation) against seconds per epoch (log scale), one point per configuration
-  (± std over seeds).
+  """Deciding accuracy (validation) against the cost "fast" means (seconds per epoch by default; the rows'
+  ``speed``, ``convnet.results.speeds``), log scale, one point per configuration (± std over seeds).
 
   ``rows``, ``front`` (fastest first) and ``spot`` are ``analysis.ConfigResult``s; ``pruned``
-  (``analysis.Pruned``) are drawn greyed at the epoch they stopped, labelled with it. ``on_front``: each
+  (``spending.Pruned``) are drawn greyed at the epoch they stopped, labelled with it. ``on_front``: each
   configuration's share of draws on the front (``convnet.results.confidence``), written by its label;
   ``per_doubling``: the exchange rate, drawn as the line through the sweet spot that the rule slides up
   until it last touches a configuration. ``status``: the answer's (``confidence.Answer.status``); a spot
@@ -51,28 +53,28 @@ def pareto(
   ax = fig.add_subplot()
   for i, p in enumerate(pruned):
     r = p.row
-    ax.errorbar(r.seconds_mean, 100 * r.accuracy_mean, xerr=r.seconds_std, yerr=100 * r.accuracy_std, fmt="o",
+    ax.errorbar(r.cost_mean, 100 * r.accuracy_mean, xerr=r.cost_std, yerr=100 * r.accuracy_std, fmt="o",
                 color="0.75", mfc="none", capsize=2,
                 label="pruned (accuracy at the epoch it stopped)" if i == 0 else None)  # fmt: skip
-    ax.annotate(f"{short_label(r.name)} (ep {p.epoch})", (r.seconds_mean, 100 * r.accuracy_mean),
+    ax.annotate(f"{short_label(r.name)} (ep {p.epoch})", (r.cost_mean, 100 * r.accuracy_mean),
                 textcoords="offset points", xytext=(5, -9), fontsize=6, color="0.55")  # fmt: skip
   for r in rows:
-    ax.errorbar(r.seconds_mean, 100 * r.accuracy_mean, xerr=r.seconds_std, yerr=100 * r.accuracy_std, fmt="o",
+    ax.errorbar(r.cost_mean, 100 * r.accuracy_mean, xerr=r.cost_std, yerr=100 * r.accuracy_std, fmt="o",
                 color="tab:red" if r in front else "tab:blue", capsize=3)  # fmt: skip
     share = f" (front {100 * on_front[r.name]:.0f}%)" if on_front and r.name in on_front else ""
-    ax.annotate(short_label(r.name) + share, (r.seconds_mean, 100 * r.accuracy_mean), textcoords="offset points",
+    ax.annotate(short_label(r.name) + share, (r.cost_mean, 100 * r.accuracy_mean), textcoords="offset points",
                 xytext=(5, 5), fontsize=7)  # fmt: skip
   ax.plot(
-    [r.seconds_mean for r in front], [100 * r.accuracy_mean for r in front], "--", color="tab:red", label="Pareto front"
+    [r.cost_mean for r in front], [100 * r.accuracy_mean for r in front], "--", color="tab:red", label="Pareto front"
   )
   if spot is not None:
-    ax.scatter([spot.seconds_mean], [100 * spot.accuracy_mean], s=250, facecolors="none", edgecolors="black",
+    ax.scatter([spot.cost_mean], [100 * spot.accuracy_mean], s=250, facecolors="none", edgecolors="black",
                label=f"sweet spot: {spot.name}" if status == "decided"
                else f"the rule's pick on the means ({status}): {spot.name}")  # fmt: skip
   if spot is not None and per_doubling is not None and rows:
-    low, high = min(r.seconds_mean for r in rows), max(r.seconds_mean for r in rows)
+    low, high = min(r.cost_mean for r in rows), max(r.cost_mean for r in rows)
     xs = [low, high]
-    ys = [100 * (spot.accuracy_mean + per_doubling * math.log2(x / spot.seconds_mean)) for x in xs]
+    ys = [100 * (spot.accuracy_mean + per_doubling * math.log2(x / spot.cost_mean)) for x in xs]
     ax.plot(xs, ys, ":", color="0.3", label=f"exchange rate: {100 * per_doubling:.2f} points per doubling")
   split = rows[0].split if rows else "validation"
   ax.set_xscale("log")
@@ -81,7 +83,7 @@ def pareto(
   plain = FuncFormatter(lambda x, _: f"{x:g}")  # 2, 3, 5, 10, 20 rather than 2x10^0 (which overlap)
   ax.xaxis.set_major_formatter(plain)
   ax.xaxis.set_minor_formatter(plain)
-  ax.set_xlabel("seconds per epoch (compilation excluded; log scale)")
+  ax.set_xlabel(speeds.AXIS_LABELS[rows[0].speed if rows else speeds.DEFAULT_SPEED])
   ax.set_ylabel(f"{split} accuracy (%), mean ± std over seeds")
   ax.set_title(f"Accuracy vs speed\n{machine}", fontsize=8)
   ax.grid(alpha=0.3)

@@ -25,20 +25,21 @@ import ml_collections
 
 from convnet import input_pipeline
 from convnet.errors import ConfigError, DataError
-from convnet.results import analysis, confidence, hparams, markdown, plots, tuning
+from convnet.results import analysis, confidence, hparams, markdown, plots, spending, tuning
 from convnet.rundir import files
 from convnet.sweep import settings, trials
 from convnet.sweep import store as sweep_store
 
 log = logging.getLogger("convnet")
 REPORT_FILE = "report.md"
-ANSWER_FILE = "answer.json"  # the answer for scripts and notebooks (confidence.Answer.to_json)
+ANSWER_FILE = sweep_store.ANSWER_FILE
 CSV_FILE = "results.csv"
 PLOT_FILES = ("pareto.png", "learning_curves.png")
 CSV_FIELDS = (
     "name", "status", "seed", "validation_accuracy", "test_accuracy", "train_accuracy", "validation_loss",
     "test_loss", "train_loss", "epoch",
-    "epoch_seconds", "examples_per_second", "compile_seconds", "num_params", "flops_per_example", "flatten_size",
+    "epoch_seconds", "examples_per_second", "compile_seconds", "latency_ms", "latency_p90_ms", "throughput",
+    "num_params", "flops_per_example", "flatten_size",
     "backend", "device", "machine", "code", "pruned_at", "pruned_by", "error",
 )  # fmt: skip
 
@@ -116,7 +117,7 @@ def write_csv(path: Path, results: Sequence[Mapping[str, Any]]) -> None:
 
 def _pareto_figure(rows: Sequence[analysis.ConfigResult], spot, results: Sequence[Mapping[str, Any]], answer=None):
   """pareto.png's figure: the configurations, their front, the sweet spot and the pruned ones greyed."""
-  return plots.pareto(rows, analysis.pareto_front(rows), spot, markdown.machine(results), analysis.pruned(results),
+  return plots.pareto(rows, analysis.pareto_front(rows), spot, markdown.machine(results), spending.pruned(results),
                       answer.on_front if answer else None, answer.per_doubling if answer else None,
                       answer.status if answer else "decided")  # fmt: skip
 

@@ -5,21 +5,53 @@ puts it in the report).
 """
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 from typing import Any
 
 from convnet.results import analysis
 from convnet.sweep import strategies
 
 
+@dataclasses.dataclass(frozen=True)
+class Pruned:
+  """A configuration that Pareto pruning stopped: where, why, and its figures there (over its seeds)."""
+
+  row: analysis.ConfigResult  # accuracy and s/epoch at the epoch it stopped
+  epoch: int
+  by: str
+  accuracy_lead: float  # by's mean accuracy minus this one's, at that epoch
+  margin: float
+  speedup: float  # this one's s/epoch over by's
+
+
+def pruned(results: Sequence[Mapping[str, Any]]) -> list[Pruned]:
+  """The pruned configurations of a sweep's results, in the order they were stopped."""
+  first = {}
+  for r in results:
+    if r.get("status") == "pruned":
+      first.setdefault(r["configuration"], r)
+  rows = {row.name: row for row in analysis.aggregate(results, "pruned")}
+  return [
+    Pruned(rows[name], int(r["pruned_at"]), r["pruned_by"], r["accuracy_lead"], r["prune_margin"], r["speedup"])
+    for name, r in first.items()
+  ]
+
+
+def trial_epochs(results: Sequence[Mapping[str, Any]], num_epochs: int) -> tuple[int, int]:
+  """(epochs trained, epochs the full grid trains) over the trials that trained (completed or pruned)."""
+  trained = [r for r in results if r.get("status") in ("completed", "pruned")]
+  return sum(int(r.get("epoch", 0)) for r in trained), num_epochs * len(trained)
+
+
 def section(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], found=None) -> list[str]:
   """report.md's pruning section: the rule, what it stopped where and why, the trial-epochs saved."""
-  stopped = analysis.pruned(results)
+  stopped = pruned(results)
   prune = (config.get("sweep") or {}).get("prune") or {}
   if strategies.method(prune) is None and not stopped:
     return []
   if strategies.method(prune) == "race":
     return _racing(config, results, stopped, found)
-  spent, full = analysis.trial_epochs(results, config.get("num_epochs", 0))
+  spent, full = trial_epochs(results, config.get("num_epochs", 0))
   rungs = ", ".join(map(str, prune.get("rungs", ()))) or "none"
   lines = [
     "",

@@ -9,7 +9,7 @@ axes) is represented by its configuration with the best mean accuracy on the dec
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from convnet.results import analysis
+from convnet.results import analysis, speeds
 
 
 def is_axis(path: str, axis: str) -> bool:
@@ -40,4 +40,5 @@ def tune(
 
 def decided_rows(results: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> list[analysis.ConfigResult]:
   """The configurations the answer chooses among: :func:`aggregate`'s, each architecture's best of its tuned axes."""
-  return tune(analysis.aggregate(results), ((config.get("sweep") or {}).get("tuned")) or ())[0]
+  rows = analysis.aggregate(results, speed=speeds.speed_of(config))
+  return tune(rows, ((config.get("sweep") or {}).get("tuned")) or ())[0]

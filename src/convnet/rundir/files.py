@@ -68,6 +68,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     Path(tmp).write_text(text)
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Replaces ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
+  with atomic_replace(path) as tmp:
+    Path(tmp).write_bytes(data)
+
+
 def _umask() -> int:
   """The process's umask (read by setting it and setting it back: Python has no getter)."""
   mask = os.umask(0o022)

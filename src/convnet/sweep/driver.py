@@ -26,7 +26,7 @@ from typing import Any
 
 import ml_collections
 
-from convnet import configuration, devices, input_pipeline, models
+from convnet import configuration, devices, inference, input_pipeline, models
 from convnet.errors import ConfigError, StorageError
 from convnet.results import analysis, report
 from convnet.rundir import locks
@@ -40,7 +40,7 @@ OWN_FAILURES = ("training", "config")  # failed on its own: retried only with sw
 RESULT_FIELDS = (
     "validation_accuracy", "validation_loss", "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch", "epoch_seconds", "examples_per_second",
     "compile_seconds", "train_seconds", "num_params", "flops_per_example", "num_classes", "backend", "device", "device_ids", "mesh",
-    "jax_build", "matmul_precision", "deterministic",
+    "jax_build", "matmul_precision", "deterministic", *inference.FIELDS,
     "machine", "stopped_early", "code", "code_sources", "seeds_together", "num_train_examples",
     "num_validation_examples", "num_test_examples",
 )  # fmt: skip
@@ -71,6 +71,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> report.Report
     )
   strategy = strategies.from_settings(sweep.get("prune") or {}, values["num_epochs"], sweep.get("report") or {})
   analysis.check_rule(sweep.get("report") or {})
+  settings.check_speed(sweep, base, strategies.method(sweep.get("prune") or {}))
   settings.check_tuned(sweep)
   executors.base.check_config(sweep.get("executor") or {})
   locks.check_workdir(workdir)

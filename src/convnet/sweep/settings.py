@@ -12,7 +12,7 @@ into a trial's same-run check, and a trial's config is the sweep config without 
     config.sweep.prune.*            method (None | 'pareto' | 'race'), rungs, margin, one_seed_margin, keep_leaders,
                                     initial_seeds, stop_below, speed_margin, budget
     config.sweep.executor.*         name ('local' | 'ray'), ray_address, trial_resources.{cpu,gpu}, max_failures
-    config.sweep.report.*           rule, per_doubling, tolerance, confidence: how the sweet spot is chosen
+    config.sweep.report.*           rule, per_doubling, tolerance, confidence, speed: how the sweet spot is chosen
 
 Sweeps recorded before this layout (their ``config.json`` has ``sweep`` as the axes and the other
 fields at the top level: ``prune``, ``executor``, ``report``, ...) are read through :func:`upgrade`.
@@ -24,7 +24,7 @@ from typing import Any
 
 import ml_collections
 
-from convnet import configuration
+from convnet import configuration, inference
 from convnet.errors import ConfigError
 
 GROUP = "sweep"
@@ -110,3 +110,16 @@ def check_tuned(sweep: Mapping[str, Any]) -> None:
     raise ConfigError(f"sweep.tuned={tuned!r} with sweep.prune.method='race' is not supported yet: racing would weigh "
                       "each setting of a tuned axis as a network of its own; use --config.sweep.prune.method=None "
                       "(the full grid) or 'pareto' with tuned axes")  # fmt: skip
+
+
+def check_speed(sweep: Mapping[str, Any], base: Mapping[str, Any], prune_method: str | None) -> None:
+  """ConfigError for a ``sweep.report.speed`` this sweep cannot decide on: one that pruning or racing
+  cannot see while training (they decide on seconds per epoch), or inference that is not measured."""
+  speed = (sweep.get("report") or {}).get("speed", "train_time")
+  if speed != "train_time" and prune_method is not None:
+    raise ConfigError(
+      f"sweep.report.speed={speed!r} with sweep.prune.method={prune_method!r}: pruning and racing decide "
+      "on seconds per epoch while trials train; use sweep.report.speed='train_time', or sweep.prune.method=None"
+    )
+  if speed in ("latency", "throughput") and not inference.check_settings(base)["seconds"]:
+    raise ConfigError(f"sweep.report.speed={speed!r} needs inference measured: inference.seconds > 0 (e.g. 1.0)")

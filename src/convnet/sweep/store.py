@@ -27,6 +27,7 @@ from convnet.sweep import settings, trials
 log = logging.getLogger("convnet")
 RESULTS_FILE = "results.jsonl"
 TRIALS_DIR = "trials"
+ANSWER_FILE = "answer.json"  # the report's answer for scripts and notebooks (confidence.Answer.to_json)
 CONFIG_FILE = runlog.CONFIG_FILE
 
 
