@@ -1,5 +1,5 @@
 """The documentation runs: every `python -m convnet...` command in README.md, docs/*.md and
-experiments/*/README.md, and the README's Python block.
+experiments/*/README.md, the README's Python block, and the blocks that use an exported model.
 
 Every command is parsed with its module's own flags and builds its model(s) here, in-process. Then,
 in a scratch directory, the commands run for real as written: the README's main job (the smoke
@@ -90,7 +90,7 @@ def documented_in(doc: str) -> list[tuple[list[str], dict[str, str]]]:
 def test_the_docs_hold_the_commands_we_expect():
   modules = {argv[0] for _, argv, _ in COMMANDS}
   assert {"convnet.main", "convnet.model_table", "convnet.report", "convnet.visualize", "convnet.walkthrough",
-          "convnet.benchmark", "convnet.pruning"} <= modules  # fmt: skip
+          "convnet.benchmark", "convnet.pruning", "convnet.predict", "convnet.export", "convnet.latency"} <= modules  # fmt: skip
   assert len(COMMANDS) >= 25
   # The README: the main job (the smoke sweep) and the usage of the main commands; the rest is in docs/.
   readme = documented_in("README.md")

@@ -26,7 +26,7 @@ FIELDS = {"sweep.axes.features": ((4, 4), (6, 6)), "sweep.axes.seeds": (0, 1), "
 @pytest.fixture(scope="module")
 def swept(idx_dir, tmp_path_factory) -> Path:
   workdir = tmp_path_factory.mktemp("hparams") / "sweep"
-  driver.run(sweep_config(idx_dir, **FIELDS), workdir)
+  driver.run(sweep_config(idx_dir, **FIELDS, **{"inference.seconds": 0.02}), workdir)  # latency and throughput too
   return workdir
 
 
@@ -56,7 +56,7 @@ def test_each_trial_is_a_session_with_its_axes_and_metrics(swept):
   features = next(h for h in experiment.hparam_infos if h.name == "features")
   assert list(features.domain_discrete) == ["4-4", "6-6"]
   assert {m.name.tag for m in experiment.metric_infos} == {"validation_accuracy", "test_accuracy", "test_loss", "seconds_per_epoch",
-                                                           "num_params"}  # fmt: skip
+                                                           "latency_ms", "throughput", "num_params"}  # fmt: skip
   results = {r["name"]: r for r in files.read_jsonl(swept / "results.jsonl")}
   assert sorted(sessions) == sorted(f"trials/{name}" for name in results)
   for name, result in results.items():
@@ -66,6 +66,7 @@ def test_each_trial_is_a_session_with_its_axes_and_metrics(swept):
     assert metrics["test_loss"] == pytest.approx(result["test_loss"], rel=1e-6)
     assert metrics["seconds_per_epoch"] == pytest.approx(result["epoch_seconds"], rel=1e-6)
     assert metrics["num_params"] == result["num_params"]
+    assert metrics["latency_ms"] == pytest.approx(result["latency_ms"], rel=1e-6)
 
 
 def test_a_rerun_and_the_report_write_nothing_twice(swept, idx_dir):

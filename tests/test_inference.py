@@ -20,8 +20,11 @@ from convnet.sweep import driver
 def run(idx_dir, tmp_path_factory):
   """A trained run on the fixture data, its summary, and its test images."""
   workdir = tmp_path_factory.mktemp("run")
-  summary = train.train_and_evaluate(tiny_config(idx_dir, num_epochs=2, tensorboard=False), str(workdir))
+  summary = train.train_and_evaluate(tiny_config(idx_dir, num_epochs=2, tensorboard=False, **MEASURED), str(workdir))
   return workdir, summary, input_pipeline.get_datasets(tiny_config(idx_dir).dataset.to_dict())
+
+
+MEASURED = {"inference.seconds": 0.02, "inference.batch_size": 64}  # measured, briefly
 
 
 def module(*args, cwd=REPO):
@@ -90,6 +93,19 @@ def test_a_light_background_is_inverted_to_the_same_class_and_any_size_or_colour
   assert predict.prepare(folder / "inverted.png", (28, 28, 1), invert="no")[1] is False
 
 
+def test_a_picture_of_another_size_is_trimmed_to_its_object_fitted_and_centred(tmp_path):
+  canvas = np.full((60, 100), 255, np.uint8)  # a photo: a dark 30x20 object on white, off centre
+  canvas[15:35, 40:70] = 0
+  Image.fromarray(canvas).convert("RGB").save(tmp_path / "photo.png")
+  image, flipped = predict.prepare(tmp_path / "photo.png", (28, 28, 1))
+  rows, cols = np.nonzero(image[:, :, 0] > 128)
+  assert flipped and image.shape == (28, 28, 1)
+  assert (cols.min(), cols.max()) == (0, 27)  # its longer side fills the frame, as Fashion-MNIST's objects do
+  assert rows.max() - rows.min() + 1 == 19 and abs((rows.min() + rows.max()) / 2 - 13.5) <= 0.5  # 20 x 28/30, centred
+  assert image[0, 0, 0] < 32 and image[27, 0, 0] < 32  # the rest is its (inverted) background
+
+
+@pytest.mark.slow
 def test_predict_names_a_bad_picture_and_prints_each_pictures_classes(run, pictures, tmp_path):
   workdir, _, _ = run
   folder, paths = pictures
@@ -121,6 +137,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("convnet",
 """
 
 
+@pytest.mark.slow
 def test_an_exported_model_gives_convnets_logits_in_a_process_with_only_jax_and_numpy(run, tmp_path):
   workdir, summary, data = run
   written = export.export(str(workdir), str(tmp_path / "model.jax"), platforms=("cpu",))
@@ -200,7 +217,7 @@ def test_a_speed_not_recorded_is_one_error_and_is_listed_as_such(tmp_path):
 
 
 def test_a_sweep_directory_answers_with_its_sweet_spots_trial_and_refuses_speeds_it_cannot_decide(idx_dir, tmp_path):
-  fields = {"sweep.axes.features": ((4, 4), (6, 6)), "sweep.axes.seeds": (0, 1)}
+  fields = {"sweep.axes.features": ((4, 4), (6, 6)), "sweep.axes.seeds": (0, 1), **MEASURED}
   for bad, message in (
     (
       {"sweep.report.speed": "latency", "sweep.prune.method": "pareto"},
@@ -209,7 +226,7 @@ def test_a_sweep_directory_answers_with_its_sweet_spots_trial_and_refuses_speeds
     ({"sweep.report.speed": "throughput", "inference.seconds": 0.0}, "needs inference measured: inference.seconds > 0"),
   ):
     with pytest.raises(ConfigError, match=message):
-      driver.run(sweep_config(idx_dir, **fields, **bad), tmp_path / "refused")
+      driver.run(sweep_config(idx_dir, **{**fields, **bad}), tmp_path / "refused")
     assert not (tmp_path / "refused").exists()  # nothing written
   done = driver.run(sweep_config(idx_dir, **fields, **{"sweep.report.speed": "latency"}), tmp_path / "sweep")
   lines = [json.loads(line) for line in (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()]

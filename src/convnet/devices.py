@@ -183,6 +183,11 @@ def placement(mesh: Mesh) -> dict[str, Any]:
           "mesh": describe(mesh)}  # fmt: skip
 
 
+def first_local(mesh: Mesh) -> jax.Device:
+  """The mesh's first device that this process can address (a run over many processes spans others)."""
+  return next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
+
+
 def cluster_requested(config: Mapping[str, Any]) -> bool:
   """Whether this run is one process of many: ``config.distributed``, or a cluster's environment that
   ``jax.distributed.initialize()`` reads (a coordinator address, Slurm or Open MPI with several tasks)."""

@@ -67,6 +67,13 @@ def logits(model: models.ConvNet, params: Any, images: np.ndarray, batch_size: i
   return np.concatenate(parts) if parts else np.zeros((0, model.num_classes), np.float32)
 
 
+def _local_copy(value: Any) -> Any:
+  """This process's copy of a replicated array (a run over many processes spans devices it cannot address)."""
+  if isinstance(value, jax.Array) and not value.is_fully_addressable:
+    return value.addressable_data(0)
+  return value
+
+
 def _timed_calls(call, budget: float) -> list[float]:
   """Wall seconds of calls to ``call`` (each waited on) for about ``budget`` seconds, after the warm-up."""
   for _ in range(WARMUP_CALLS):
@@ -84,14 +91,14 @@ def _timed_calls(call, budget: float) -> list[float]:
 def measure(
   model: models.ConvNet, params: Any, image_shape, config: Mapping[str, Any], device: jax.Device | None = None
 ) -> dict[str, Any]:
-  """Batch-1 latency and large-batch throughput of ``model`` with ``params`` on ``device`` (default: JAX's
-  default device), as the fields of :data:`FIELDS`; ``{}`` when ``config.inference.seconds`` is 0."""
+  """Batch-1 latency and large-batch throughput of ``model`` with ``params`` on ``device`` (default: this
+  process's first device), as the fields of :data:`FIELDS`; ``{}`` when ``config.inference.seconds`` is 0."""
   settings = check_settings(config)
   if not settings["seconds"]:
     return {}
   start = time.perf_counter()
-  device = device or jax.devices()[0]
-  params = jax.device_put(params, device)
+  device = device or jax.local_devices()[0]
+  params = jax.device_put(jax.tree.map(_local_copy, params), device)
   rng = np.random.default_rng(0)
   one, many = (jax.device_put(rng.integers(0, 256, (n, *image_shape), dtype=np.uint8), device)
                for n in (1, settings["batch_size"]))  # fmt: skip

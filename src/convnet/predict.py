@@ -11,9 +11,11 @@ Any picture Pillow reads (PNG, JPEG, ...; colour or grey, any size) is brought t
 training data (:func:`prepare`), the way Fashion-MNIST was made: grey; a light object on a dark
 background, so a picture whose border is light on average (``--invert=auto``: mean border pixel above
 128), such as a photo of a shoe on white, is inverted (``--invert=yes`` / ``no`` decide it yourself);
-fitted into the data's image size keeping its aspect ratio, and padded with its background. A picture
-already of the data's size and look (e.g. one written from the test set) passes unchanged. A file that
-cannot be read is one line naming it (exit status 1), before anything is classified.
+a picture of another size is trimmed to its object (the pixels lighter than the background by more
+than ``OBJECT_CONTRAST``), fitted into the data's image size keeping its aspect ratio and centred on
+its background. A picture of the data's size (e.g. one written from the test set) is used as it is,
+inverted or not. A file that cannot be read is one line naming it (exit status 1), before anything
+is classified.
 """
 
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from convnet.errors import DataError
 ARGUMENTS = "IMAGE..."  # the pictures, after the flags
 INVERT = ("auto", "yes", "no")
 BORDER = 0.1  # the border that decides the background: this share of the width and height on each side
+OBJECT_CONTRAST = 32  # a pixel this much lighter than the background (0..255) is part of the object
 
 
 def background(grey: np.ndarray) -> float:
@@ -38,6 +41,16 @@ def background(grey: np.ndarray) -> float:
   mask = np.ones_like(grey, dtype=bool)
   mask[dy : h - dy, dx : w - dx] = False
   return float(grey[mask].mean())
+
+
+def _object_box(grey: np.ndarray, fill: float) -> tuple[int, int, int, int]:
+  """The bounding box (left, top, right, bottom) of the pixels lighter than the background ``fill`` by more
+  than :data:`OBJECT_CONTRAST`: the object, as Fashion-MNIST's pictures were trimmed to theirs; the whole
+  picture where nothing stands out."""
+  rows, cols = np.nonzero(grey > fill + OBJECT_CONTRAST)
+  if not len(rows):
+    return 0, 0, grey.shape[1], grey.shape[0]
+  return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
 
 
 def prepare(path: str | Path, image_shape: Sequence[int], invert: str = "auto") -> tuple[np.ndarray, bool]:
@@ -63,9 +76,10 @@ def prepare(path: str | Path, image_shape: Sequence[int], invert: str = "auto") 
     pixels = 255 - pixels
   picture = Image.fromarray(pixels)
   if picture.size != (width, height):
+    fill = round(255 - background(grey) if flip else background(grey))
+    picture = picture.crop(_object_box(grey if not flip else 255 - grey, fill))
     scale = min(width / picture.size[0], height / picture.size[1])
     size = (max(1, round(picture.size[0] * scale)), max(1, round(picture.size[1] * scale)))
-    fill = round(255 - background(grey) if flip else background(grey))
     canvas = Image.new(picture.mode, (width, height), fill if channels == 1 else (fill,) * 3)
     canvas.paste(picture.resize(size, Image.Resampling.LANCZOS), ((width - size[0]) // 2, (height - size[1]) // 2))
     picture = canvas

@@ -234,12 +234,11 @@ def _fit(members: list[_Member]) -> list[dict[str, Any]]:
       member.saver.close()
 
   model = models.ConvNet(**configuration.model_kwargs(config, data.num_classes))
+  here = devices.first_local(program.mesh)  # inference is measured on one device of this process
   for member, state in zip(members, program.states(), strict=True):
     if member.summary["status"] != "failed":
       member.summary.update(runlog.history_summary(member.history))
-      member.summary.update(
-        inference.measure(model, state.params, data.image_shape, config, program.mesh.devices.flat[0])
-      )
+      member.summary.update(inference.measure(model, state.params, data.image_shape, config, here))
       member.summary.update(status="completed", total_seconds=time.perf_counter() - start_time)
       member.run_log.write_summary(member.summary)
   return [m.summary for m in members]
