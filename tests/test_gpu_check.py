@@ -47,5 +47,7 @@ def test_the_device_check_runs_every_step_on_the_cpu(idx_dir, tmp_path):
   assert [runs[f"deterministic={flag} run 1"]["recorded"] for flag in (False, True)] == [False, True]
   assert figures["determinism"]["bit_identical_across_processes"]["deterministic=True"] is True
   assert figures["environment"]["backend"] == "cpu"
+  for dtype in ("float32", "bfloat16"):
+    assert figures["inference"][dtype]["latency_ms"] > 0 and figures["inference"][dtype]["throughput_batch"] == 1024
   assert (out / "sweep_report.md").exists() and json.loads((out / "sweep_answer.json").read_text())
   assert len([p for p in out.iterdir()]) <= 8  # what the device tool brings back

@@ -9,7 +9,8 @@ per part, and a table is printed last. Epoch times are medians of the epochs aft
 
 Parts: the seed network at batch 32 (the whole epoch one scanned, compiled call; float32 and TF32), at
 batch 1024 in bfloat16, 8 seeds and 8 learning rates trained together against one, a synchronous checkpoint save (what it
-costs beside an epoch), the PyTorch peer on the same device (plain float32
+costs beside an epoch), the seed network's inference (batch-1 latency and throughput at batch 1024, float32
+and bfloat16), the PyTorch peer on the same device (plain float32
 channels-last and bfloat16 autocast), and the default sweep end to end (run.sh runs it; the
 figures read its records). ``--quick`` (the CPU dry run in tests/test_gpu_check.py, on its small
 fixture data) takes 2 epochs and 2 seeds: it checks that every part runs, not the figures.
@@ -117,7 +118,7 @@ def main() -> int:
     print(f"{name}: {json.dumps(figures[name])}", flush=True)
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
 
-  base = seed_config(args.data_dir)
+  base = seed_config(args.data_dir, **({"inference.seconds": 0.05} if args.quick else {}))
   data = input_pipeline.get_datasets(base["dataset"])
   part("seed_batch32_float32", lambda: time_one(base, data, epochs))
   part("seed_batch32_tensorfloat32", lambda: time_one({**base, "matmul_precision": "tensorfloat32"}, data, epochs))
@@ -148,6 +149,21 @@ def main() -> int:
 
   part("checkpoint_save", checkpoint_saves)
 
+  def inference_speed():  # the seed network's batch-1 latency and throughput here, float32 and bfloat16 at batch 1024
+    from convnet import inference, models
+
+    state = steps.create_train_state(jax.random.PRNGKey(0), base, data.image_shape, data.num_classes)
+    seconds = 0.1 if args.quick else 4.0
+    out = {}
+    for name, changes in (("float32", {}), ("bfloat16", {"dtype": "bfloat16"})):
+      kwargs = {**configuration.model_kwargs(base, data.num_classes), **changes}
+      precision = {"matmul_precision": "bfloat16"} if changes else {}
+      settings = {**base, **precision, "inference": {"seconds": seconds, "batch_size": 1024}}
+      out[name] = inference.measure(models.ConvNet(**kwargs), state.params, data.image_shape, settings)
+    return out
+
+  part("inference", inference_speed)
+
   def whole_runs():  # a single run's wall time with synchronous and with asynchronous checkpoints
     from convnet import train
     from convnet.rundir import checkpoints
@@ -174,7 +190,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as where:
           command = [sys.executable, "-m", "convnet.main", "--config=configs/default.py", f"--workdir={where}",
                      f"--config.dataset.dir={args.data_dir}", "--config.num_epochs=2", "--config.progress=False",
-                     "--config.tensorboard=False", f"--config.deterministic={deterministic}"]  # fmt: skip
+                     "--config.tensorboard=False", f"--config.deterministic={deterministic}",
+                     "--config.inference.seconds=0"]  # fmt: skip
           subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
           summary = json.loads((Path(where) / "summary.json").read_text())
           lines = [json.loads(line) for line in (Path(where) / "metrics.jsonl").read_text().splitlines()]

@@ -34,7 +34,8 @@ say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 if [ $DRY = 1 ]; then
   TESTS_S=300; MEASURE_S=600; SWEEP_S=300; PLATFORM=cpu; QUICK=--quick; SWEEP_CONFIG=configs/sweep.py
   SWEEP_ARGS=(--config.dataset.validation_size=60 "--config.sweep.axes.features=((4,4),(8,8))"
-              "--config.sweep.axes.kernel_size=(3,)" "--config.sweep.axes.seeds=(0,1)" --config.num_epochs=1)
+              "--config.sweep.axes.kernel_size=(3,)" "--config.sweep.axes.seeds=(0,1)" --config.num_epochs=1
+              --config.inference.seconds=0.05)
 else
   TESTS_S=${TESTS_S:-120}; MEASURE_S=${MEASURE_S:-170}; SWEEP_S=${SWEEP_S:-170}; PLATFORM=gpu,cpu; QUICK=
   SWEEP_CONFIG=configs/sweep.py

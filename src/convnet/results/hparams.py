@@ -83,7 +83,8 @@ def experiment_summary(results: Sequence[Mapping[str, Any]]):
     domain.extend(sorted(values) if numeric else sorted(values, key=str))
     kind = DataType.Value("DATA_TYPE_FLOAT64" if numeric else "DATA_TYPE_STRING")
     infos.append(HParamInfo(name=name, type=kind, domain_discrete=domain))
-  metrics = [MetricInfo(name=MetricName(tag=tag), description=about) for tag, _, about in METRICS]
+  metrics = [MetricInfo(name=MetricName(tag=tag), description=about) for tag, field, about in METRICS
+             if any(field in result for result in results)]  # fmt: skip  # a metric no trial recorded: no column
   experiment = Experiment(hparam_infos=infos, metric_infos=metrics)
   return _summary("_hparams_/experiment", {"experiment": experiment})
 
