@@ -4,7 +4,8 @@ The seeds' spread is taken as common to every configuration and estimated from a
 the sample variances weighted by their degrees of freedom, ``sum(n_i - 1)`` in all); with 2-3 seeds
 per configuration a spread of one configuration alone is itself too noisy to trust (the recorded
 3-seed grids show 0.12-0.42 points for one network and the next). Each configuration's mean accuracy
-(on the deciding split) and mean log2 cost (seconds per epoch, or what ``sweep.report.speed`` names) are then drawn from their posterior under the
+(on the deciding split) and mean log2 cost (seconds per epoch, or what ``sweep.report.speed`` names)
+are then drawn from their posterior under the
 usual noninformative prior for normal data with one spread for all: each draw takes a spread
 (``pooled_std x sqrt(df / chi2(df))``) and then every mean (``mean + spread / sqrt(n) x normal``), so each
 mean alone is Student's t with the pooled degrees of freedom. Where no configuration has two seeds there is no spread to pool: no
