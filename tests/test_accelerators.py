@@ -194,7 +194,7 @@ def test_the_local_executor_runs_trials_side_by_side_each_on_its_own_device(idx_
   common = ["--config=configs/sweep.py", "--config.progress=False", f"--config.dataset.dir={idx_dir}",
             "--config.dataset.validation_size=60", "--config.sweep.axes.features=((4,4),(8,8))",
             "--config.sweep.axes.kernel_size=(3,)", "--config.sweep.axes.seeds=(0,1)", "--config.num_epochs=1",
-            "--config.num_devices=1"]  # fmt: skip
+            "--config.num_devices=1", "--config.inference.seconds=0"]  # fmt: skip
   side = _main([*common, f"--workdir={tmp_path / 'side'}", "--config.sweep.executor.side_by_side=2"], env)
   assert side.returncode == 0, side.stderr[-3000:]
   alone = _main([*common, f"--workdir={tmp_path / 'alone'}"], env)  # the CPU's default: one at a time
