@@ -39,6 +39,7 @@ def test_a_run_records_its_batch_1_latency_and_throughput_on_its_device(run):
   assert summary["inference_device"] == "cpu:cpu"
   assert min(summary["inference_calls"].values()) >= inference.MIN_CALLS
   assert 0 < summary["inference_seconds"] < summary["total_seconds"]
+  assert summary["param_bytes"] == 4 * summary["num_params"]  # float32 parameters
 
 
 def test_inference_seconds_0_measures_nothing_and_bad_settings_are_one_line(idx_dir, tmp_path):

@@ -67,6 +67,11 @@ def logits(model: models.ConvNet, params: Any, images: np.ndarray, batch_size: i
   return np.concatenate(parts) if parts else np.zeros((0, model.num_classes), np.float32)
 
 
+def param_bytes(params: Any) -> int:
+  """The parameters' size in bytes (float32: 4 per parameter)."""
+  return sum(int(leaf.size) * leaf.dtype.itemsize for leaf in jax.tree.leaves(params))
+
+
 def _local_copy(value: Any) -> Any:
   """This process's copy of a replicated array (a run over many processes spans devices it cannot address)."""
   if isinstance(value, jax.Array) and not value.is_fully_addressable:

@@ -39,7 +39,7 @@ CSV_FIELDS = (
     "name", "status", "seed", "validation_accuracy", "test_accuracy", "train_accuracy", "validation_loss",
     "test_loss", "train_loss", "epoch",
     "epoch_seconds", "examples_per_second", "compile_seconds", "latency_ms", "latency_p90_ms", "throughput",
-    "num_params", "flops_per_example", "flatten_size",
+    "num_params", "param_bytes", "flops_per_example", "flatten_size",
     "backend", "device", "machine", "code", "pruned_at", "pruned_by", "error",
 )  # fmt: skip
 

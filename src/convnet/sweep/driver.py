@@ -39,7 +39,7 @@ log = logging.getLogger("convnet")
 OWN_FAILURES = ("training", "config")  # failed on its own: retried only with sweep.retry_failed=True
 RESULT_FIELDS = (
     "validation_accuracy", "validation_loss", "test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch", "epoch_seconds", "examples_per_second",
-    "compile_seconds", "train_seconds", "num_params", "flops_per_example", "num_classes", "backend", "device", "device_ids", "mesh",
+    "compile_seconds", "train_seconds", "num_params", "param_bytes", "flops_per_example", "num_classes", "backend", "device", "device_ids", "mesh",
     "jax_build", "matmul_precision", "deterministic", *inference.FIELDS,
     "machine", "stopped_early", "code", "code_sources", "seeds_together", "num_train_examples",
     "num_validation_examples", "num_test_examples",
