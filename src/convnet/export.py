@@ -63,7 +63,7 @@ def metadata(network: trained.Network, found: trained.Found, artifact: jax_expor
   summary = network.summary or {}
   return {
     "format": "jax.export",
-    "serialization_version": artifact.calling_convention_version,
+    "calling_convention_version": artifact.calling_convention_version,
     "platforms": list(artifact.platforms),
     "input": {"shape": [None, *network.image_shape], "dtype": "float32", "range": [0.0, 1.0], "layout": "NHWC"},
     "output": {
