@@ -73,11 +73,11 @@ def prepare(path: str | Path, image_shape: Sequence[int], invert: str = "auto") 
   grey = pixels if pixels.ndim == 2 else pixels.mean(axis=-1)
   flip = {"yes": True, "no": False}.get(invert, background(grey) > 128)
   if flip:
-    pixels = 255 - pixels
+    pixels, grey = 255 - pixels, 255 - grey  # as it looks now: a light object on a dark background
   picture = Image.fromarray(pixels)
   if picture.size != (width, height):
-    fill = round(255 - background(grey) if flip else background(grey))
-    picture = picture.crop(_object_box(grey if not flip else 255 - grey, fill))
+    fill = round(background(grey))
+    picture = picture.crop(_object_box(grey, fill))
     scale = min(width / picture.size[0], height / picture.size[1])
     size = (max(1, round(picture.size[0] * scale)), max(1, round(picture.size[1] * scale)))
     canvas = Image.new(picture.mode, (width, height), fill if channels == 1 else (fill,) * 3)
