@@ -23,7 +23,7 @@ from absl import flags
 import jax.numpy as jnp
 import numpy as np
 
-from convnet import cli, configuration, input_pipeline, models, trained
+from convnet import cli, configuration, models, trained
 from convnet.errors import ConfigError, DataError
 from convnet.results import plots
 from convnet.sweep import store
@@ -32,14 +32,10 @@ PLOTS = ("activations", "filters")
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-  workdir: Path
-  config: dict[str, Any]
-  model: models.ConvNet
-  params: Any
-  epoch: int
-  data: input_pipeline.Dataset
-  specs: list[models.LayerSpec]
+class Run(trained.Network):
+  """A trained run's network (``trained.Network``) with its layers' shapes."""
+
+  specs: tuple[models.LayerSpec, ...] = ()
 
 
 def load_run(workdir: str | Path) -> Run:
@@ -48,7 +44,7 @@ def load_run(workdir: str | Path) -> Run:
   workdir = Path(workdir)
   if not workdir.is_dir():
     raise DataError(f"{workdir}: workdir not found; train a run there first (python -m convnet.main ...)")
-  if (workdir / store.RESULTS_FILE).is_file() or (workdir / store.TRIALS_DIR).is_dir():
+  if trained.is_sweep(workdir):
     trials = sorted(path for path in (workdir / store.TRIALS_DIR).glob("*") if path.is_dir())
     if not trials:
       where = workdir / store.TRIALS_DIR
@@ -59,7 +55,7 @@ def load_run(workdir: str | Path) -> Run:
     raise DataError(f"{workdir} is a sweep directory; give one of its trials: {shown} ({len(trials)} in all)")
   net = trained.load(workdir)
   specs = models.layer_specs(configuration.model_kwargs(net.config, net.data.num_classes), net.image_shape)
-  return Run(workdir, net.config, net.model, net.params, net.epoch, net.data, specs)
+  return Run(**{f.name: getattr(net, f.name) for f in dataclasses.fields(net)}, specs=tuple(specs))
 
 
 def layer_outputs(model: models.ConvNet, params: Any, images: np.ndarray) -> dict[str, np.ndarray]:
