@@ -6,12 +6,21 @@ are the CPU's. ``CONVNET_TEST_PLATFORM=gpu,cpu python -m pytest -m accelerator``
 """
 
 import os
+import shutil
+import tempfile
 
 from convnet import idx, runtime
 
 TEST_PLATFORM = os.environ.get("CONVNET_TEST_PLATFORM", "cpu")
 # The platform, preallocation off (test subprocesses inherit both) and the XLA:CPU flags, before jax starts.
 runtime.configure_xla(TEST_PLATFORM)
+# One persistent compilation cache for the whole session, its subprocesses included (every program,
+# however quick its compile), as a sweep shares one across its trials: the suite's processes build
+# the same small models over and over. A cache the user set is kept. Removed at the end of the session.
+OWN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="convnet-tests-jax-cache-")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 from pathlib import Path  # noqa: E402
 import socket  # noqa: E402
@@ -109,8 +118,21 @@ def free_port() -> int:
 SLOW_TOO = ("ray", "notebook", "docs", "install")
 
 
+# pytest-xdist (``-n 2 --dist loadfile`` in pyproject.toml) runs the modules on two workers, each module
+# on one worker (its module-scoped fixtures are built once). The longest modules start first, so that the
+# two workers end together (measured: about half of the suite's time is in these five).
+LONG_FIRST = ("test_docs.py", "test_gpu_check.py", "test_executors.py", "test_accelerators.py", "test_sweep.py")
+
+
 def pytest_collection_modifyitems(items):
-  """A ray, notebook, docs or install test is slow too: `-m "not slow"` leaves them out."""
+  """A ray, notebook, docs or install test is slow too: `-m "not slow"` leaves them out. The long modules first."""
   for item in items:
     if any(item.get_closest_marker(name) for name in SLOW_TOO) and not item.get_closest_marker("slow"):
       item.add_marker(pytest.mark.slow)
+  rank = {name: i for i, name in enumerate(LONG_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable: each module stays in one piece
+
+
+def pytest_unconfigure(config):
+  if OWN_CACHE:
+    shutil.rmtree(OWN_CACHE, ignore_errors=True)

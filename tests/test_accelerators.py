@@ -86,7 +86,7 @@ def _main(args, env, cwd=REPO, timeout=600):
 def test_eight_cpu_devices_run_the_default_config_and_a_seeds_group_of_three_without_a_flag(idx_dir, tmp_path):
   env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   single = _main(["--config=configs/default.py", f"--workdir={tmp_path / 'single'}", f"--config.dataset.dir={idx_dir}",
-                  "--config.num_epochs=1", "--config.progress=False"], env)  # fmt: skip
+                  "--config.num_epochs=1", "--config.progress=False", "--config.inference.seconds=0"], env)  # fmt: skip
   assert single.returncode == 0, single.stderr[-3000:]
   summary = json.loads((tmp_path / "single" / "summary.json").read_text())
   assert summary["mesh"] == {"data": 8} and summary["num_devices"] == 8
@@ -94,7 +94,7 @@ def test_eight_cpu_devices_run_the_default_config_and_a_seeds_group_of_three_wit
   sweep = _main(["--config=configs/sweep.py", "--config.progress=False", f"--workdir={tmp_path / 'sweep'}", f"--config.dataset.dir={idx_dir}",
                  "--config.dataset.validation_size=60", "--config.sweep.axes.features=((4,4),)",
                  "--config.sweep.axes.kernel_size=(3,)", "--config.sweep.axes.seeds=(0,1,2)",
-                 "--config.sweep.seeds_together=True", "--config.num_epochs=1"], env)  # fmt: skip
+                 "--config.sweep.seeds_together=True", "--config.num_epochs=1", "--config.inference.seconds=0"], env)  # fmt: skip
   assert sweep.returncode == 0, sweep.stderr[-3000:]
   lines = [json.loads(line) for line in (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()]
   assert len(lines) == 3 and {line["status"] for line in lines} == {"completed"}
@@ -115,7 +115,7 @@ def test_a_host_whose_accelerator_plugin_fails_stops_in_one_line_unless_the_cpu_
   env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{tmp_path / 'plugins'}"}
   env.pop("JAX_PLATFORMS", None)
   args = ["--config=configs/default.py", f"--config.dataset.dir={idx_dir}", "--config.num_epochs=1",
-          "--config.model.features=(4,4)", "--config.progress=False"]  # fmt: skip
+          "--config.model.features=(4,4)", "--config.progress=False", "--config.inference.seconds=0"]  # fmt: skip
   failed = _main([*args, f"--workdir={tmp_path / 'fallback'}"], env)
   assert failed.returncode == 1  # (JAX itself logs the plugin's traceback above convnet's one line)
   assert (

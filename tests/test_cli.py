@@ -32,7 +32,7 @@ def test_main_trains_with_command_line_overrides(idx_dir, tmp_path):
   result = run(
       "-m", "convnet.main", "--config=configs/default.py", f"--workdir={tmp_path}", "--config.num_epochs=1",
       f"--config.dataset.dir={idx_dir}", "--config.model.features=(4,4)", "--config.model.kernel_size=(5,3)",
-      "--config.model.dense_features=(8,)", "--config.progress=False",
+      "--config.model.dense_features=(8,)", "--config.progress=False", "--config.inference.seconds=0",
   )  # fmt: skip
   assert result.returncode == 0, result.stderr
   config = json.loads((tmp_path / "config.json").read_text())
@@ -176,7 +176,8 @@ def test_an_installed_wheel_runs_from_another_directory_with_its_shipped_configs
 
 @pytest.mark.slow
 def test_a_run_and_a_sweep_end_by_saying_what_they_found_and_where(idx_dir, tmp_path):
-  small = [f"--config.dataset.dir={idx_dir}", "--config.num_epochs=1", "--config.model.dense_features=(8,)"]
+  small = [f"--config.dataset.dir={idx_dir}", "--config.num_epochs=1", "--config.model.dense_features=(8,)",
+           "--config.inference.seconds=0"]  # fmt: skip
   result = run("-m", "convnet.main", "--config=configs/default.py", f"--workdir={tmp_path / 'run'}",
                "--config.model.features=(4,4)", "--config.progress=False", *small)  # fmt: skip
   assert result.returncode == 0, result.stderr

@@ -159,7 +159,7 @@ def test_two_processes_on_localhost_train_one_run_and_only_process_0_writes(idx_
   args = ["-m", "convnet.main", "--config=configs/default.py", f"--workdir={tmp_path / 'two'}",
           f"--config.dataset.dir={idx_dir}", "--config.model.features=(8,8)", "--config.model.dense_features=(16,)",
           "--config.num_epochs=2", "--config.batch_size=16", "--config.eval_batch_size=50", "--config.steps_per_call=0",
-          "--config.progress=False", "--config.distributed=True"]  # fmt: skip
+          "--config.progress=False", "--config.inference.seconds=0", "--config.distributed=True"]  # fmt: skip
   base = {**os.environ, "PYTHONPATH": str(REPO / "src"), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
           "JAX_NUM_PROCESSES": "2"}  # fmt: skip
   processes = [
@@ -182,7 +182,7 @@ def test_two_processes_on_localhost_train_one_run_and_only_process_0_writes(idx_
   lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # one writer: each epoch once
 
-  one = subprocess.run([sys.executable, *args[:3], f"--workdir={tmp_path / 'one'}", *args[4:-1]], cwd=REPO,
+  one = subprocess.run([sys.executable, *args[:3], f"--workdir={tmp_path / 'one'}", *args[4:-1]], cwd=REPO,  # not distributed
                        env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True, timeout=600)  # fmt: skip
   assert one.returncode == 0, one.stderr[-3000:]
   single = json.loads((tmp_path / "one" / "summary.json").read_text())

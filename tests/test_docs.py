@@ -5,12 +5,14 @@ Every command is parsed with its module's own flags and builds its model(s) here
 in a scratch directory, the commands run for real as written: the README's main job (the smoke
 sweep, on its real-data subset), the tools (model_table, report, pruning, visualize, walkthrough), and
 single runs on a small subset of the data (the same command with a few --config.dataset/num_epochs flags
-added); the other sweeps and the benchmark only parse here (the full grid takes an hour; the
+added; a command whose config equals one's already run, only its --workdir differing, gets a copy of
+that run); the other sweeps and the benchmark only parse here (the full grid takes an hour; the
 benchmark runs in test_benchmark.py). Last, the README's Python block runs as written. The docs' links
 lead to files and headings that exist.
 """
 
 import concurrent.futures
+import functools
 import importlib
 import json
 import os
@@ -38,7 +40,8 @@ SMALL_RUN = [
   "--config.dataset.num_train_examples=256",
   "--config.dataset.num_test_examples=128",
   "--config.num_epochs=1",
-  "--config.inference.seconds=0.1",  # measured, briefly
+  "--config.inference.seconds=0.1",  # measured, briefly,
+  "--config.inference.batch_size=64",  # at a small batch (1,024 bfloat16 images take ~0.8 s a call here)
 ]
 
 
@@ -139,6 +142,12 @@ def build(config) -> int:
   configuration.check_config(config)
   image_shape, num_classes = input_pipeline.peek_shape(config["dataset"])
   kwargs = configuration.model_kwargs(config, num_classes)
+  return build_model(tuple(sorted(kwargs.items())), tuple(image_shape))
+
+
+@functools.cache  # each architecture once: a sweep repeats them over seeds, the docs over commands
+def build_model(kwargs: tuple, image_shape: tuple) -> int:
+  kwargs = dict(kwargs)
   models.layer_specs(kwargs, image_shape)
   variables = jax.eval_shape(models.ConvNet(**kwargs).init, jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)))
   return models.count_params(variables["params"])
@@ -159,6 +168,10 @@ def run_here(cwd: Path, argv: list[str], env: dict[str, str]) -> subprocess.Comp
   # A local Ray (--config.sweep.executor.name=ray) with a token of its own: nothing written under the user's home.
   env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_TOKEN": secrets.token_hex(16), **env}
   return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def workdir_of(argv: list[str]) -> str:
+  return next(a.split("=", 1)[1] for a in argv if a.startswith("--workdir="))
 
 
 def run_in_groups(cwd: Path, jobs: list[tuple[list[str], dict[str, str]]]) -> None:
@@ -187,14 +200,25 @@ def workspace(real_data_dir, tmp_path_factory) -> Path:
   runnable = [(argv, env) for _, argv, env in COMMANDS if "JAX_PROCESS_ID" not in env]
   mains = [(argv, env) for argv, env in runnable if argv[0] == "convnet.main"]
   others = [(argv, env) for argv, env in runnable if argv[0] not in ("convnet.main", "convnet.benchmark")]
-  jobs = []
+  jobs, twins = [], {}
   for argv, env in mains:
     config = cli.parse(argv, importlib.import_module("convnet.main").define_flags).config
     if "sweep" not in config:
-      jobs.append((argv + SMALL_RUN, env))
-    elif config.dataset.num_train_examples is not None:  # the smoke sweep: as written
+      argv = argv + SMALL_RUN
+      config = cli.parse(argv, importlib.import_module("convnet.main").define_flags).config
+    elif config.dataset.num_train_examples is None:  # a full sweep: parsed and built only (above)
+      continue
+    # A command whose config and environment equal one's already run (only its --workdir differs) runs once;
+    # its twins get a copy of that run's directory.
+    key = json.dumps([config.to_dict(), env], sort_keys=True, default=str)
+    twins.setdefault(key, []).append(workdir_of(argv))
+    if len(twins[key]) == 1:
       jobs.append((argv, env))
   run_in_groups(cwd, jobs)
+  for first, *copies in twins.values():
+    for copy in dict.fromkeys(copies):  # the same command in two docs: one copy
+      if copy != first:
+        shutil.copytree(cwd / first, cwd / copy)
   # What the report commands read (their sweeps take an hour or more): the smoke sweep's results.
   for name in ("sweep", "depth", "pruned", "wide", "pruned_2_3", "sweep_2"):
     shutil.copytree(cwd / "runs" / "smoke", cwd / "runs" / name, dirs_exist_ok=True)

@@ -52,7 +52,7 @@ def sweep_args(workdir, idx_dir, together):
           "--config.num_epochs=12", "--config.sweep.axes.features=((4,4),)", "--config.sweep.axes.kernel_size=(3,)",
           "--config.sweep.axes.seeds=(0,1)", f"--config.sweep.seeds_together={together}", "--config.model.dense_features=(8,)",
           "--config.steps_per_call=0", "--config.tensorboard=False", "--config.batch_size=16",
-          "--config.dataset.validation_size=60", "--config.sweep.prune.method=None"]  # fmt: skip
+          "--config.dataset.validation_size=60", "--config.sweep.prune.method=None", "--config.inference.seconds=0"]  # fmt: skip
 
 
 @MODES

@@ -58,7 +58,8 @@ def test_commands_run_from_the_parent_of_a_clone_named_convnet_and_from_anywhere
   elsewhere = tmp_path / "elsewhere"
   elsewhere.mkdir()
   small = [f"--config.dataset.dir={idx_dir}", "--config.num_epochs=1", "--config.model.features=(4,4)",
-           "--config.model.dense_features=(8,)", "--config.tensorboard=False", "--config.progress=False"]  # fmt: skip
+           "--config.model.dense_features=(8,)", "--config.tensorboard=False", "--config.progress=False",
+           "--config.inference.seconds=0"]  # fmt: skip
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed package, as a user has it
   for cwd in (parent, elsewhere):
     where = subprocess.run([sys.executable, "-c", "import convnet; print(convnet.__file__)"], cwd=cwd, env=env,

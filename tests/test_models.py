@@ -1,4 +1,7 @@
-"""The model: shapes, the pinned parameter count, shape checks, and the fast ops against nn.Conv."""
+"""The model: shapes, the pinned parameter count, shape checks, and the fast ops against nn.Conv
+(gradients compared jitted, as training runs them: op by op they compile primitive by primitive)."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +23,12 @@ SEED = {
 
 def init(model_config, shape=(28, 28, 1)):
   model = models.ConvNet(**model_config)
-  return model, model.init(jax.random.PRNGKey(0), jnp.zeros((2, *shape), jnp.uint8))["params"]
+  return model, jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((2, *shape), jnp.uint8))["params"]
+
+
+def run(model, params, images, **kwargs):
+  """``model.apply``, jitted as training runs it (op by op, every primitive would compile on its own)."""
+  return jax.jit(functools.partial(model.apply, **kwargs))({"params": params}, images)
 
 
 def test_seed_network_shapes_and_pinned_parameter_count():
@@ -37,7 +45,7 @@ def test_seed_network_shapes_and_pinned_parameter_count():
   assert [s.params for s in specs if s.params] == [640, 36_928, 204_928, 1_290]
   model, params = init(SEED)
   assert models.count_params(params) == 243_786
-  logits = model.apply({"params": params}, jnp.zeros((3, 28, 28, 1), jnp.uint8))
+  logits = run(model, params, jnp.zeros((3, 28, 28, 1), jnp.uint8))
   assert logits.shape == (3, 10)
   # 2 FLOPs per multiply-add: 10.112 MFLOP forward (convnet.model_table prints the same count).
   assert sum(s.flops for s in specs) == 10_112_000
@@ -56,7 +64,7 @@ def test_initialised_model_agrees_with_layer_specs(model_config, shape):
   specs = models.layer_specs(model_config, shape)
   model, params = init({**model_config, "crop_to_pool": False}, shape)  # full maps, as Keras shows them
   assert models.count_params(params) == sum(s.params for s in specs)
-  logits, state = model.apply({"params": params}, jnp.zeros((2, *shape), jnp.uint8), mutable=["intermediates"])
+  logits, state = run(model, params, jnp.zeros((2, *shape), jnp.uint8), mutable=["intermediates"])
   assert logits.shape == (2, specs[-1].output_shape[0])
   sown = {name: value[0].shape[1:] for name, value in state["intermediates"].items()}
   assert sown == {s.name: s.output_shape for s in specs if s.kind != "Dense"}
@@ -91,8 +99,8 @@ def test_impossible_configs_give_one_clear_error(model_config, shape, message):
 def test_integer_images_are_scaled_and_float_images_used_as_given():
   model, params = init(SEED)
   images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
-  from_uint8 = model.apply({"params": params}, images)
-  from_float = model.apply({"params": params}, images.astype(np.float32) / 255.0)
+  from_uint8 = run(model, params, images)
+  from_float = run(model, params, images.astype(np.float32) / 255.0)
   np.testing.assert_allclose(from_uint8, from_float, rtol=1e-5, atol=1e-6)
 
 
@@ -113,11 +121,9 @@ def test_fast_ops_equal_flax_layers_forward_and_gradient(model_config):
 
     return fn
 
-  np.testing.assert_allclose(
-    fast.apply({"params": params}, images), flax_model.apply({"params": params}, images), rtol=1e-5, atol=1e-5
-  )
-  grads_fast = jax.grad(loss(fast))(params)
-  grads_flax = jax.grad(loss(flax_model))(params)
+  np.testing.assert_allclose(run(fast, params, images), run(flax_model, params, images), rtol=1e-5, atol=1e-5)
+  grads_fast = jax.jit(jax.grad(loss(fast)))(params)
+  grads_flax = jax.jit(jax.grad(loss(flax_model)))(params)
   for a, b in zip(jax.tree_util.tree_leaves(grads_fast), jax.tree_util.tree_leaves(grads_flax), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -134,16 +140,14 @@ def test_cropping_to_the_pooled_region_changes_neither_logits_nor_gradients(mode
   def loss(model):
     return lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, images)))
 
-  np.testing.assert_allclose(
-    cropped.apply({"params": params}, images), full.apply({"params": params}, images), rtol=1e-5, atol=1e-6
-  )
+  np.testing.assert_allclose(run(cropped, params, images), run(full, params, images), rtol=1e-5, atol=1e-6)
   for a, b in zip(
-    jax.tree_util.tree_leaves(jax.grad(loss(cropped))(params)),
-    jax.tree_util.tree_leaves(jax.grad(loss(full))(params)),
+    jax.tree_util.tree_leaves(jax.jit(jax.grad(loss(cropped)))(params)),
+    jax.tree_util.tree_leaves(jax.jit(jax.grad(loss(full)))(params)),
     strict=True,
   ):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  _, sown = cropped.apply({"params": params}, images, mutable=["intermediates"])
+  _, sown = run(cropped, params, images, mutable=["intermediates"])
   if model_config is SEED:
     assert sown["intermediates"]["conv1"][0].shape == (4, 10, 10, 64)  # 11x11 computed as 10x10
 
@@ -161,15 +165,15 @@ def test_fused_first_layer_changes_neither_logits_nor_gradients(model_config):
   def loss(model):
     return lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, images)))
 
-  logits = fused.apply({"params": params}, images)
-  np.testing.assert_allclose(logits, unfused.apply({"params": params}, images), rtol=1e-5, atol=1e-5)
+  logits = run(fused, params, images)
+  np.testing.assert_allclose(logits, run(unfused, params, images), rtol=1e-5, atol=1e-5)
   # Collecting activations runs the layer unfused (to sow its full map); same logits.
-  sown_logits, sown = fused.apply({"params": params}, images, mutable=["intermediates"])
+  sown_logits, sown = run(fused, params, images, mutable=["intermediates"])
   np.testing.assert_allclose(logits, sown_logits, rtol=1e-5, atol=1e-5)
   assert "conv0" in sown["intermediates"]
   for a, b in zip(
-    jax.tree_util.tree_leaves(jax.grad(loss(fused))(params)),
-    jax.tree_util.tree_leaves(jax.grad(loss(unfused))(params)),
+    jax.tree_util.tree_leaves(jax.jit(jax.grad(loss(fused)))(params)),
+    jax.tree_util.tree_leaves(jax.jit(jax.grad(loss(unfused)))(params)),
     strict=True,
   ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -200,10 +204,10 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits(ops_name):
   model32, params = init({**SEED, "ops": ops_name})
   model16 = model32.clone(dtype="bfloat16")
   images = jax.random.uniform(jax.random.PRNGKey(3), (4, 28, 28, 1))
-  logits16 = model16.apply({"params": params}, images)
+  logits16 = run(model16, params, images)
   assert logits16.dtype == jnp.float32
-  np.testing.assert_allclose(logits16, model32.apply({"params": params}, images), atol=0.05, rtol=0.05)
-  grads = jax.grad(lambda p: jnp.sum(model16.apply({"params": p}, images) ** 2))(params)
+  np.testing.assert_allclose(logits16, run(model32, params, images), atol=0.05, rtol=0.05)
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(model16.apply({"params": p}, images) ** 2)))(params)
   assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
   with pytest.raises(ConfigError, match="model.dtype='float16' is not allowed"):
     models.layer_specs({**SEED, "dtype": "float16"}, (28, 28, 1))

@@ -1,5 +1,6 @@
 """The hand-written gradients of convnet.ops equal autodiff; pooling keeps TF's first-maximum rule;
-the fused conv+ReLU+pool block equals the three separate ops."""
+the fused conv+ReLU+pool block equals the three separate ops. Gradients are compared jitted, as training
+runs them (op by op, each primitive would compile on its own: several times slower)."""
 
 import flax.linen as nn
 import jax
@@ -26,8 +27,8 @@ def test_conv2d_value_and_gradients_match_autodiff(padding, kernel_hw):
   def loss(conv):
     return lambda x, k: jnp.sum(jnp.sin(conv(x, k, padding)))
 
-  expected = jax.grad(loss(reference_conv), argnums=(0, 1))(x, kernel)
-  got = jax.grad(loss(ops.conv2d), argnums=(0, 1))(x, kernel)
+  expected = jax.jit(jax.grad(loss(reference_conv), argnums=(0, 1)))(x, kernel)
+  got = jax.jit(jax.grad(loss(ops.conv2d), argnums=(0, 1)))(x, kernel)
   for e, g in zip(expected, got, strict=True):
     np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 
@@ -68,7 +69,8 @@ def test_max_pool_matches_flax_pool_and_its_gradient(shape, size):
     return lambda x: jnp.sum(jnp.sin(pool(x)))
 
   reference = loss(lambda x: nn.max_pool(x, (size, size), strides=(size, size)))
-  np.testing.assert_allclose(jax.grad(loss(lambda x: ops.max_pool(x, size)))(x), jax.grad(reference)(x), atol=1e-6)
+  got = jax.jit(jax.grad(loss(lambda x: ops.max_pool(x, size))))(x)
+  np.testing.assert_allclose(got, jax.jit(jax.grad(reference))(x), atol=1e-6)
 
 
 def test_max_pool_picks_each_window_maximum():
@@ -123,8 +125,8 @@ def test_conv_relu_pool_equals_the_separate_ops_ties_included(x_shape, kernel_sh
   def loss(block):
     return lambda *args: jnp.sum(block(*args, size, padding) * weights)
 
-  want = jax.grad(loss(separate_block), argnums=(0, 1, 2))(x, kernel, bias)
-  have = jax.grad(loss(ops.conv_relu_pool), argnums=(0, 1, 2))(x, kernel, bias)
+  want = jax.jit(jax.grad(loss(separate_block), argnums=(0, 1, 2)))(x, kernel, bias)
+  have = jax.jit(jax.grad(loss(ops.conv_relu_pool), argnums=(0, 1, 2)))(x, kernel, bias)
   for name, e, g in zip(("x", "kernel", "bias"), want, have, strict=True):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=name)
 

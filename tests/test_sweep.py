@@ -117,17 +117,19 @@ def get_config():
 """
 
 
-def start_sweep(config_path, workdir, *flags):
+def start_sweep(config_path, workdir, *flags, own_cache=False):
   env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+  if own_cache:  # without the suite's shared compilation cache: the sweep keeps its own, in its directory
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
   return subprocess.Popen(
       [sys.executable, "-m", "convnet.main", f"--config={config_path}", f"--workdir={workdir}", *flags],
       cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
   )  # fmt: skip
 
 
-def start_and_kill_9(config_path, workdir, metrics, lines=3):
+def start_and_kill_9(config_path, workdir, metrics, lines=3, own_cache=False):
   """Starts the sweep and kills it (-9) once ``metrics`` (a trial's metrics.jsonl) has ``lines`` lines."""
-  process = start_sweep(config_path, workdir)
+  process = start_sweep(config_path, workdir, own_cache=own_cache)
   deadline = time.time() + 240
   while time.time() < deadline and len(files.read_jsonl(metrics)) < lines:
     time.sleep(0.02)
@@ -195,10 +197,10 @@ def test_a_pruned_sweep_resumes_after_kill_9_and_never_trains_a_pruned_trial_aga
   config_path.write_text(PRUNE_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir)))
   workdir = tmp_path / "sweep"
   second = workdir / "trials" / "features=8-8,kernel_size=3,seed=0" / "metrics.jsonl"
-  start_and_kill_9(config_path, workdir, second)  # while the rung's second trial trains
+  start_and_kill_9(config_path, workdir, second, own_cache=True)  # while the rung's second trial trains
   assert not (workdir / "results.jsonl").exists()  # killed before the rung's decision
 
-  rerun = start_sweep(config_path, workdir)
+  rerun = start_sweep(config_path, workdir, own_cache=True)
   assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
   results = {r["name"]: r for r in files.read_jsonl(workdir / "results.jsonl")}
   assert len(results) == len(files.read_jsonl(workdir / "results.jsonl")) == 2  # every trial once
@@ -228,6 +230,10 @@ def test_a_pruned_sweep_resumes_after_kill_9_and_never_trains_a_pruned_trial_aga
   assert epochs == list(range(1, 41))  # resumed from its checkpoint at the rung
 
 
+CACHE_KEYS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+DEFAULTS = dict(zip(CACHE_KEYS, (None, 1.0), strict=True))  # JAX's own
+
+
 def test_compilation_cache_holds_the_programs_and_leaves_the_settings_as_they_were(tmp_path):
   import jax
   from jax.experimental.compilation_cache import compilation_cache as jax_cache
@@ -235,19 +241,23 @@ def test_compilation_cache_holds_the_programs_and_leaves_the_settings_as_they_we
 
   from convnet import runtime
 
-  assert jax.config.jax_compilation_cache_dir is None
-  with runtime.compilation_cache(tmp_path / "cache"):
-    assert float(jax.jit(lambda x: x * 3.0 + 1.0)(jnp.float32(2.0))) == 7.0
-  assert any((tmp_path / "cache").iterdir())  # even a quick compile is kept
-  assert jax.config.jax_compilation_cache_dir is None and jax.config.jax_persistent_cache_min_compile_time_secs == 1.0
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "users"))
+  suites = {key: getattr(jax.config, key) for key in CACHE_KEYS}  # the suite's shared cache (conftest.py)
+  for key, value in DEFAULTS.items():
+    jax.config.update(key, value)
+  jax_cache.reset_cache()
   try:
+    with runtime.compilation_cache(tmp_path / "cache"):
+      assert float(jax.jit(lambda x: x * 3.0 + 1.0)(jnp.float32(2.0))) == 7.0
+    assert any((tmp_path / "cache").iterdir())  # even a quick compile is kept
+    assert {key: getattr(jax.config, key) for key in CACHE_KEYS} == DEFAULTS
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "users"))
     with runtime.compilation_cache(tmp_path / "mine"):  # the user's own cache directory is kept
       assert float(jax.jit(lambda x: x * 5.0)(jnp.float32(2.0))) == 10.0
     assert not (tmp_path / "mine").exists()
   finally:
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax_cache.reset_cache()  # the rest of the suite compiles without a persistent cache, as before
+    for key, value in suites.items():
+      jax.config.update(key, value)
+    jax_cache.reset_cache()  # the rest of the suite compiles with its shared cache again
 
 
 RACE_CONFIG = """

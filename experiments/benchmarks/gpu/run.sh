@@ -84,7 +84,8 @@ if [ $DRY = 0 ] && [ "$BACKEND" != "gpu" ]; then say "FAILED: JAX's default back
 TESTS_RC=0
 if [ -z "${SKIP_TESTS:-}" ]; then
   say "accelerator tests (limit ${TESTS_S}s)"
-  CONVNET_TEST_PLATFORM=$PLATFORM timeout "$TESTS_S" $PY -m pytest -p no:cacheprovider -m accelerator -rs -s \
+  # -o addopts=: pyproject.toml's options start pytest-xdist's workers; the machine's pytest may not have it.
+  CONVNET_TEST_PLATFORM=$PLATFORM timeout "$TESTS_S" $PY -m pytest -o addopts= -p no:cacheprovider -m accelerator -rs -s \
     --durations=0 tests/test_on_accelerator.py > "$OUT/tests.txt" 2>&1
   TESTS_RC=$?
   tail -3 "$OUT/tests.txt" | tee -a "$LOG"
