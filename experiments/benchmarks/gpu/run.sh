@@ -33,7 +33,7 @@ LOG="$OUT/log.txt"
 say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 if [ $DRY = 1 ]; then
   TESTS_S=300; MEASURE_S=600; SWEEP_S=300; PLATFORM=cpu; QUICK=--quick; SWEEP_CONFIG=configs/sweep.py
-  SWEEP_ARGS=(--config.dataset.validation_size=60 "--config.sweep.axes.features=((4,4),(8,8))"
+  SWEEP_ARGS=(--config.dataset.validation_size=60 "--config.sweep.axes.features=((4,4),)"
               "--config.sweep.axes.kernel_size=(3,)" "--config.sweep.axes.seeds=(0,1)" --config.num_epochs=1
               --config.inference.seconds=0.05)
 else
