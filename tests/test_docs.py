@@ -187,8 +187,9 @@ def run_in_groups(cwd: Path, jobs: list[tuple[list[str], dict[str, str]]]) -> No
   def run_group(group):
     return [(argv, run_here(cwd, argv, env)) for argv, env in group]
 
+  longest_first = sorted(groups.values(), key=len, reverse=True)  # so that the two end together
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    for argv, result in (item for group in pool.map(run_group, groups.values()) for item in group):
+    for argv, result in (item for group in pool.map(run_group, longest_first) for item in group):
       assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
 
 
@@ -214,6 +215,7 @@ def workspace(real_data_dir, tmp_path_factory) -> Path:
     twins.setdefault(key, []).append(workdir_of(argv))
     if len(twins[key]) == 1:
       jobs.append((argv, env))
+  jobs.sort(key=lambda job: not any(a.startswith("--config=configs/sweep.py") for a in job[0]))  # the long ones first
   run_in_groups(cwd, jobs)
   for first, *copies in twins.values():
     for copy in dict.fromkeys(copies):  # the same command in two docs: one copy

@@ -174,7 +174,7 @@ def main() -> int:
     for mode in ("synchronous", "asynchronous", "synchronous again", "asynchronous again"):
       checkpoints.asynchronous_here = lambda mode=mode: mode.startswith("asynchronous")
       with tempfile.TemporaryDirectory() as where:
-        config = {**base, "num_epochs": 2 if args.quick else 5, "tensorboard": False}
+        config = {**base, "num_epochs": 1 if args.quick else 5, "tensorboard": False}
         summary = train.train_and_evaluate(config, where)
       outside = summary["total_seconds"] - summary["train_seconds"]
       runs[mode] = {"total_seconds": summary["total_seconds"], "train_seconds": summary["train_seconds"],
