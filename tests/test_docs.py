@@ -170,8 +170,9 @@ def run_here(cwd: Path, argv: list[str], env: dict[str, str]) -> subprocess.Comp
   return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def workdir_of(argv: list[str]) -> str:
-  return next(a.split("=", 1)[1] for a in argv if a.startswith("--workdir="))
+def flag_value(argv: list[str], name: str, default: str | None = None) -> str | None:
+  """The value of the first ``--name=VALUE`` in ``argv``, or ``default``."""
+  return next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")), default)
 
 
 def run_in_groups(cwd: Path, jobs: list[tuple[list[str], dict[str, str]]]) -> None:
@@ -179,8 +180,7 @@ def run_in_groups(cwd: Path, jobs: list[tuple[list[str], dict[str, str]]]) -> No
   (or, without one, a workdir: one writer) one after another; each must succeed."""
   groups: dict[str, list] = {}
   for argv, env in jobs:
-    outputs = [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
-    key = next(iter(outputs), next((a.split("=", 1)[1] for a in argv if a.startswith("--workdir=")), repr(argv)))
+    key = flag_value(argv, "out", flag_value(argv, "workdir", repr(argv)))
     if (argv, env) not in groups.setdefault(key, []):
       groups[key].append((argv, env))
 
@@ -212,7 +212,7 @@ def workspace(real_data_dir, tmp_path_factory) -> Path:
     # A command whose config and environment equal one's already run (only its --workdir differs) runs once;
     # its twins get a copy of that run's directory.
     key = json.dumps([config.to_dict(), env], sort_keys=True, default=str)
-    twins.setdefault(key, []).append(workdir_of(argv))
+    twins.setdefault(key, []).append(flag_value(argv, "workdir"))
     if len(twins[key]) == 1:
       jobs.append((argv, env))
   jobs.sort(key=lambda job: not any(a.startswith("--config=configs/sweep.py") for a in job[0]))  # the long ones first

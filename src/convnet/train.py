@@ -191,8 +191,9 @@ def _fit(members: list[_Member]) -> list[dict[str, Any]]:
   for member in members:
     member.run_log.write_config(member.config, code)
   done = checkpoints.resume(members, program)
-  params = program.states()[0].params
+  params = program.states()[0].params  # the members share one architecture: its size once
   num_params = models.count_params(params)
+  param_bytes = inference.param_bytes(params)  # what the network weighs, as stored and exported
   together = {"seeds_together": len(members)} if len(members) > 1 else {}
   for member in members:
     member.history = member.run_log.keep_metrics_through(done)
@@ -200,7 +201,7 @@ def _fit(members: list[_Member]) -> list[dict[str, Any]]:
     member.summary = {
       **run_facts(num_params, data, specs, program.mesh, code, epoch=done, config=config),
       "compile_seconds": program.compile_seconds,
-      "param_bytes": inference.param_bytes(params),  # what the network weighs, as stored and exported
+      "param_bytes": param_bytes,
       **together,
     }
   log.info("data %s: %s; %d classes; backend %s (%s)", data.source, splits.describe(data), data.num_classes,
