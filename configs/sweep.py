@@ -72,13 +72,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   sweep.prune.one_seed_margin = 0.005
   sweep.prune.keep_leaders = True  # never stop one within the margin of the rung's most accurate
   # Racing (src/convnet/sweep/racing.py), method 'race': every configuration starts with `initial_seeds` of
-  # sweep.axes.seeds (the pool); at each rung a configuration stops when it is the sweet spot and on the
-  # front (speeds within `speed_margin` count as equal) in fewer than `stop_below` of the draws over the
-  # seeds; then seeds are added to those still in contention until the answer is sweep.report.confidence
-  # sure, the pool is used up, or `budget` trial-epochs are spent (None: the pool is the limit).
+  # sweep.axes.seeds (the pool); at each rung a configuration that is the sweet spot in fewer than `stop_below` of
+  # the draws over the seeds stops when the front without it keeps 1 - `front_loss` of its hypervolume in all but
+  # `stop_below` of them, and one sure to be on the front (speeds within `speed_margin` count as equal) but out of
+  # contention may train fewer seeds on (`front_seeds`); then seeds are added to those still in contention until the
+  # answer is sweep.report.confidence sure, the pool is used up, or `budget` trial-epochs are spent (None: the pool).
   sweep.prune.initial_seeds = 2
   sweep.prune.stop_below = 0.05
   sweep.prune.speed_margin = 0.05
+  sweep.prune.front_loss = 0.01
+  sweep.prune.front_seeds = config_dict.placeholder(int)  # None: such a configuration keeps all its seeds
   sweep.prune.budget = config_dict.placeholder(int)
 
   # Where trials run (none of these changes a trial's name or result; src/convnet/sweep/executors/).

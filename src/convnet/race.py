@@ -41,8 +41,9 @@ def main(values: flags.FlagValues) -> None:
   strategy = strategies.from_settings(prune, reference.num_epochs, sweep.get("report") or {})
   assert isinstance(strategy, racing.Racing)
   rule = confidence.settings_of(config)
-  print(strategy.describe())
-  print(evaluation.evaluate(reference, strategy, values.orders, values.baseline_seeds, values.seed, rule).text())
+  pool = len((sweep.get("axes") or {}).get("seeds") or (0,))
+  print(f"{strategy.describe()}; a pool of {pool} seeds per configuration (sweep.axes.seeds)")
+  print(evaluation.evaluate(reference, strategy, values.orders, values.baseline_seeds, values.seed, rule, pool).text())
 
 
 if __name__ == "__main__":

@@ -25,16 +25,27 @@ class Pruned:
 
 
 def pruned(results: Sequence[Mapping[str, Any]]) -> list[Pruned]:
-  """The pruned configurations of a sweep's results, in the order they were stopped."""
+  """The pruned configurations of a sweep's results (stopped with no seed completed), in the order they
+  were stopped; a configuration racing kept on the front with fewer seeds is not one of them (:func:`trimmed`)."""
   first = {}
+  completed = {r["configuration"] for r in results if r.get("status") == "completed"}
   for r in results:
-    if r.get("status") == "pruned":
+    if r.get("status") == "pruned" and r["configuration"] not in completed:
       first.setdefault(r["configuration"], r)
   rows = {row.name: row for row in analysis.aggregate(results, "pruned")}
   return [
     Pruned(rows[name], int(r["pruned_at"]), r["pruned_by"], r["accuracy_lead"], r["prune_margin"], r["speedup"])
     for name, r in first.items()
   ]
+
+
+def trimmed(results: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+  """Configurations with seeds completed and seeds stopped (racing's ``front_seeds``): name -> (completed, stopped)."""
+  counts: dict[str, list[int]] = {}
+  for r in results:
+    if r.get("status") in ("completed", "pruned"):
+      counts.setdefault(r["configuration"], [0, 0])[r["status"] == "pruned"] += 1
+  return {name: (done, stopped) for name, (done, stopped) in counts.items() if done and stopped}
 
 
 def trial_epochs(results: Sequence[Mapping[str, Any]], num_epochs: int) -> tuple[int, int]:
@@ -107,8 +118,10 @@ def _racing(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], sto
     "## Racing",
     "",
     f"Every configuration started with {prune.get('initial_seeds', 2)} of the {pool} seeds of `sweep.axes.seeds`; at the "
-    f"rungs (epochs {', '.join(map(str, prune.get('rungs', ()))) or 'none'}) a configuration stopped when it was both the "
-    f"sweet spot and on the front in fewer than {100 * prune.get('stop_below', 0.05):g}% of the draws over the seeds "
+    f"rungs (epochs {', '.join(map(str, prune.get('rungs', ()))) or 'none'}) a configuration that was the sweet spot in "
+    f"fewer than {100 * prune.get('stop_below', 0.05):g}% of the draws over the seeds stopped when the Pareto front "
+    f"without it kept {100 * (1 - prune.get('front_loss', 0.0)):g}% of its hypervolume in all but that share of the "
+    f"draws, and one surely on the front but out of contention trained {prune.get('front_seeds') or 'all its'} seed(s) on "
     f"(speeds within {100 * prune.get('speed_margin', 0.05):g}% count as equal); then the configurations still in "
     "contention got more seeds until the answer was sure enough, the pool was used up or the budget "
     f"({prune.get('budget') or 'none'} trial-epochs) spent (src/convnet/sweep/racing.py).",
@@ -119,6 +132,9 @@ def _racing(config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], sto
     "Seeds trained: " + ", ".join(f"{name} {count}" for name, count in seeds.items()) + ".",
     _why_ended(found, seeds, pool, prune.get("budget")),
   ]
+  if kept := trimmed(results):
+    lines.append("Kept on the front with fewer seeds (its other seeds stopped at a rung): "
+                 + ", ".join(f"{name} ({done} of {done + stopped})" for name, (done, stopped) in kept.items()) + ".")  # fmt: skip
   if stopped:
     lines += ["", "| configuration | stopped after epoch | seeds | why |", "|---|---|---|---|"]
     first = {}

@@ -149,7 +149,7 @@ class Driver:
     if self.num_classes is None:
       self.num_classes = input_pipeline.peek_shape(self.config["dataset"])[1]
     return records.Board(self.store, self.trials, self.done, self.recorded, to_train, self.config["num_epochs"],
-                         self.num_classes)  # fmt: skip
+                         self.num_classes, self.sweep.get("tuned") or ())  # fmt: skip
 
   def _record(self, trial: trials.Trial, status: str, **fields: Any) -> dict[str, Any]:
     record = {"name": trial.name, "configuration": trial.configuration, "overrides": trial.overrides,

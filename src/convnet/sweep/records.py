@@ -21,15 +21,20 @@ class Board:
     to_train: set[str],
     num_epochs: int,
     num_classes: int = 0,
+    tuned: Sequence[str] = (),
   ):
     """``done``: each trial's latest result line (the driver adds to it); ``recorded``: the trials that got a
-    line in this run; ``to_train``: the trials this run may train (None until they get a line)."""
+    line in this run; ``to_train``: the trials this run may train (None until they get a line); ``tuned``:
+    the sweep's axes that are not costs (``sweep.tuned``), which set :attr:`architectures`."""
     self.store, self.done, self.recorded, self.to_train = sweep_store, done, recorded, to_train
     self.num_epochs, self.num_classes = num_epochs, num_classes
     self.configurations: dict[str, list[str]] = {}
     for trial in expanded:
       if trial.name in to_train or trial.name in done:
         self.configurations.setdefault(trial.configuration, []).append(trial.name)
+    self.architectures = (
+      {t.configuration: trials.architecture_name(t.overrides, tuned) for t in expanded} if tuned else {}
+    )
     self._epochs: dict[str, list[dict[str, Any]]] = {}
 
   def forget(self) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 from convnet.errors import DataError
 from convnet.results import analysis
+from convnet.sweep import settings, strategies, trials
 from convnet.sweep import store as sweep_store
-from convnet.sweep import strategies
 from convnet.sweep.seam import Step, Strategy, Verdict
 from convnet.sweep.strategies import DEFAULT_MARGIN, ONE_SEED_MARGIN
 
@@ -32,6 +32,7 @@ class Replayed:
   configurations: dict[str, list[str]]  # configuration -> trials, in the order seeds are taken
   num_epochs: int
   num_classes: int = 0
+  architectures: dict[str, str] = dataclasses.field(default_factory=dict)  # see convnet.sweep.seam.Board
   _reached: dict[str, int] = dataclasses.field(default_factory=dict)
   _status: dict[str, str] = dataclasses.field(default_factory=dict)
   stopped: dict[str, tuple[int, Verdict]] = dataclasses.field(default_factory=dict)
@@ -99,7 +100,12 @@ class Grid:
       for name, trials in self.configurations.items()
     }
     classes = max((int(r.get("num_classes") or 0) for r in self.records.values()), default=0)
-    return Replayed(self.histories, configurations, self.num_epochs, classes)
+    tuned = (self.config.get(settings.GROUP) or {}).get("tuned") or ()
+    architectures = {
+      r["configuration"]: trials.architecture_name({k: v for k, v in (r.get("overrides") or {}).items() if k != "seed"}, tuned)
+      for r in self.records.values()
+    } if tuned else {}  # fmt: skip
+    return Replayed(self.histories, configurations, self.num_epochs, classes, architectures)
 
 
 def grid(workdir) -> Grid:

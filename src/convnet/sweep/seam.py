@@ -47,6 +47,9 @@ class Board(Protocol):
   num_epochs: int
   configurations: Mapping[str, Sequence[str]]  # configuration -> its trials' names, in seed order
   num_classes: int  # 0: unknown (then no configuration counts as at chance)
+  # configuration -> its architecture, where configurations differ in axes that are not costs (``sweep.tuned``):
+  # those sharing one are tuned against each other, not traded; empty: each configuration is its own
+  architectures: Mapping[str, str]
 
   def status(self, trial: str) -> str | None:
     """The trial's recorded end ('completed', 'pruned', 'failed', 'skipped'), or None while it may train."""

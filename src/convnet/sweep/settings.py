@@ -10,7 +10,7 @@ into a trial's same-run check, and a trial's config is the sweep config without 
     config.sweep.retry_failed       a re-run retries trials that failed on their own too
     config.sweep.seeds_together     the seeds (and learning rates) of a configuration train as one vmapped program
     config.sweep.prune.*            method (None | 'pareto' | 'race'), rungs, margin, one_seed_margin, keep_leaders,
-                                    initial_seeds, stop_below, speed_margin, budget
+                                    initial_seeds, stop_below, speed_margin, front_loss, front_seeds, budget
     config.sweep.executor.*         name ('local' | 'ray'), ray_address, trial_resources.{cpu,gpu}, max_failures
     config.sweep.report.*           rule, per_doubling, tolerance, confidence, speed: how the sweet spot is chosen
 
@@ -106,10 +106,6 @@ def check_tuned(sweep: Mapping[str, Any]) -> None:
   if isinstance(tuned, str) or any(name not in axes for name in tuned):
     raise ConfigError(f"sweep.tuned={tuned!r} is not allowed; give a tuple of axes of sweep.axes ({', '.join(axes)}), "
                       "e.g. --config.sweep.tuned='(\"learning_rate\",)'")  # fmt: skip
-  if tuned and (sweep.get("prune") or {}).get("method") == "race":
-    raise ConfigError(f"sweep.tuned={tuned!r} with sweep.prune.method='race' is not supported yet: racing would weigh "
-                      "each setting of a tuned axis as a network of its own; use --config.sweep.prune.method=None "
-                      "(the full grid) or 'pareto' with tuned axes")  # fmt: skip
 
 
 def check_speed(sweep: Mapping[str, Any], base: Mapping[str, Any], prune_method: str | None) -> None:

@@ -7,7 +7,7 @@ commas, seed last, tuples joined by '-'. Its *configuration* is the same without
 configuration are its repeats. Both are computed from the overrides, never parsed back out of a name.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 import copy
 import dataclasses
 import itertools
@@ -17,6 +17,7 @@ import ml_collections
 
 from convnet import models
 from convnet.errors import ConfigError
+from convnet.results import tuning
 from convnet.rundir import files, runlog
 from convnet.sweep import settings
 
@@ -62,6 +63,12 @@ def program_name(overrides: Mapping[str, Any]) -> str:
 def configuration_name(overrides: Mapping[str, Any]) -> str:
   """The configuration a trial's overrides belong to: its name without the seed (``base`` if nothing else)."""
   return trial_name({k: v for k, v in overrides.items() if k != SEED}) or "base"
+
+
+def architecture_name(overrides: Mapping[str, Any], tuned: Sequence[str]) -> str:
+  """A configuration's architecture: its name without the seed and the axes of ``sweep.tuned``
+  (configurations that differ only in those share one; ``convnet.results.tuning``)."""
+  return configuration_name({k: v for k, v in overrides.items() if not any(tuning.is_axis(k, a) for a in tuned)})
 
 
 def resolve_axis(axis: str, base: Mapping[str, Any]) -> str:
