@@ -219,8 +219,10 @@ class Zygote:
     if not select.select([self.process.stdout], [], [], 600)[0]:
       self.close()
       raise TimeoutError(f"{argv} ran past 600 s")
-    returncode = int(self.process.stdout.readline())
-    return subprocess.CompletedProcess(argv, returncode, out.read_text(), err.read_text())
+    answer = self.process.stdout.readline()
+    if not answer:  # it could not import LIBRARIES (its traceback is above)
+      raise RuntimeError(f"the zygote stopped with exit status {self.process.wait()}")
+    return subprocess.CompletedProcess(argv, int(answer), out.read_text(), err.read_text())
 
   def close(self) -> None:
     if self.process.poll() is None:
