@@ -7,8 +7,9 @@ sweep, on its real-data subset), the tools (model_table, report, pruning, visual
 single runs on a small subset of the data (the same command with a few --config.dataset/num_epochs flags
 added; a command whose config equals one's already run, only its --workdir differing, gets a copy of
 that run); the other sweeps and the benchmark only parse here (the full grid takes an hour; the
-benchmark runs in test_benchmark.py). The tools start in children forked from a Python that has imported
-the libraries they use (a Zygote), not in a fresh Python each: most of a tool's second is that start-up.
+benchmark runs in test_benchmark.py). A tool's first command starts a Python of its own, its others start
+in children forked from a Python that has imported the libraries they use (a Zygote): most of a tool's
+second is that start-up.
 Last, the README's Python block runs as written. The docs' links lead to files and headings that exist.
 """
 
@@ -248,18 +249,21 @@ def is_sweep(argv: list[str]) -> bool:
 def run_in_groups(cwd: Path, jobs: list[tuple[list[str], dict[str, str]]], key=writes_to, zygotes=False) -> None:
   """Runs the commands two at a time (they spend most of their time compiling), those of one ``key`` (by
   default: those that write to one place, one writer) one after another, in order; each must succeed.
-  ``zygotes``: each in a child of a Zygote, not in a Python of its own."""
+  ``zygotes``: each module's first command in a Python of its own (as a user's would start), the others in
+  children of a Zygote."""
   groups: dict[str, list] = {}
   for argv, env in jobs:
     group = groups.setdefault(key(argv), [])
     if (argv, env) not in group:
       group.append((argv, env))
-  free = queue.Queue()
+  free, started = queue.Queue(), set()
   for _ in range(2 if zygotes else 0):
     free.put(Zygote(cwd))
 
   def run(argv, env):
-    if not zygotes:
+    first = argv[0] not in started
+    started.add(argv[0])
+    if first or not zygotes:
       return run_here(cwd, argv, env)
     zygote = free.get()  # two threads, two zygotes: one is free
     try:
