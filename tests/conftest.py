@@ -124,9 +124,9 @@ SLOW_TOO = ("ray", "notebook", "docs", "install")
 # seconds), so that the two workers end together: measured on 2 cores (2026-12-01), they ended 5 s apart in
 # this order, up to 25 s apart in xdist's own (the modules with the most tests first, which it would use).
 LONG_FIRST = (
-  "test_docs.py", "test_accelerators.py", "test_executors.py", "test_sweep.py", "test_cli.py", "test_models.py",
-  "test_gpu_check.py", "test_faults.py", "test_ops.py", "test_devices.py", "test_fit.py", "test_benchmark.py",
-  "test_visualize.py", "test_inference.py", "test_racing.py", "test_notebook.py", "test_end_to_end.py",
+  "test_docs.py", "test_accelerators.py", "test_executors.py", "test_sweep.py", "test_gpu_check.py", "test_faults.py",
+  "test_cli.py", "test_models.py", "test_devices.py", "test_ops.py", "test_fit.py", "test_benchmark.py",
+  "test_inference.py", "test_visualize.py", "test_racing.py", "test_notebook.py", "test_end_to_end.py",
 )  # fmt: skip
 
 
