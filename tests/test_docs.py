@@ -7,8 +7,10 @@ sweep, on its real-data subset), the tools (model_table, report, pruning, visual
 single runs on a small subset of the data (the same command with a few --config.dataset/num_epochs flags
 added; a command whose config equals one's already run, only its --workdir differing, gets a copy of
 that run); the other sweeps and the benchmark only parse here (the full grid takes an hour; the
-benchmark runs in test_benchmark.py). Last, the README's Python block runs as written. The docs' links
-lead to files and headings that exist.
+benchmark runs in test_benchmark.py). A tool's first command starts a Python of its own, its others start
+in children forked from a Python that has imported the libraries they use (a Zygote): most of a tool's
+second is that start-up.
+Last, the README's Python block runs as written. The docs' links lead to files and headings that exist.
 """
 
 import concurrent.futures
@@ -17,12 +19,16 @@ import importlib
 import json
 import os
 from pathlib import Path
+import queue
 import re
 import secrets
+import select
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 
 from conftest import REPO
 import jax
@@ -164,10 +170,66 @@ def test_each_documented_command_parses_and_builds_its_model(real_data_dir, wher
     assert all(count > 0 for count in built)
 
 
-def run_here(cwd: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+def command_env(env: dict[str, str]) -> dict[str, str]:
   # A local Ray (--config.sweep.executor.name=ray) with a token of its own: nothing written under the user's home.
-  env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_TOKEN": secrets.token_hex(16), **env}
-  return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+  return {**os.environ, "PYTHONPATH": str(REPO / "src"), "RAY_AUTH_TOKEN": secrets.token_hex(16), **env}
+
+
+def run_here(cwd: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=command_env(env), capture_output=True, text=True,
+                        timeout=600)  # fmt: skip
+
+
+# The libraries that the tools import, ~0.6 s of CPU a start (convnet itself takes 0.1 s).
+LIBRARIES = ("jax", "jax.numpy", "flax.linen", "optax", "orbax.checkpoint", "matplotlib.pyplot", "PIL.Image",
+             "ml_collections", "absl.app", "absl.flags")  # fmt: skip
+ZYGOTE = """
+import importlib, json, os, runpy, sys
+for name in sys.argv[1:]:
+  importlib.import_module(name)
+for line in sys.stdin:  # one command at a time: [argv, cwd, env, stdout file, stderr file]
+  argv, cwd, env, out, err = json.loads(line)
+  pid = os.fork()
+  if pid == 0:  # as `python -m` runs a module, in the command's directory and environment
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path in ((1, out), (2, err)):
+      os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    sys.argv, sys.path[0] = list(argv), cwd
+    runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+    sys.exit()
+  print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+class Zygote:
+  """A Python that has imported LIBRARIES and runs commands one at a time, each in a child forked from it: a
+  command as written (its module run as `python -m` runs it, convnet imported afresh, its own working directory,
+  environment, exit status and output), without the libraries' start-up each time."""
+
+  def __init__(self, cwd: Path):
+    self.process = subprocess.Popen([sys.executable, "-c", ZYGOTE, *LIBRARIES], cwd=cwd, env=command_env({}),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    self.output = Path(tempfile.mkdtemp(prefix="zygote-"))
+
+  def run(self, cwd: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    out, err = self.output / "stdout", self.output / "stderr"
+    self.process.stdin.write(json.dumps([argv, str(cwd), command_env(env), str(out), str(err)]) + "\n")
+    self.process.stdin.flush()
+    if not select.select([self.process.stdout], [], [], 600)[0]:
+      self.close()
+      raise TimeoutError(f"{argv} ran past 600 s")
+    answer = self.process.stdout.readline()
+    if not answer:  # it could not import LIBRARIES (its traceback is above)
+      raise RuntimeError(f"the zygote stopped with exit status {self.process.wait()}")
+    return subprocess.CompletedProcess(argv, int(answer), out.read_text(), err.read_text())
+
+  def close(self) -> None:
+    if self.process.poll() is None:
+      os.killpg(self.process.pid, signal.SIGKILL)  # the zygote and a child that hangs
+    self.process.wait()
+    shutil.rmtree(self.output, ignore_errors=True)
 
 
 def flag_value(argv: list[str], name: str, default: str | None = None) -> str | None:
@@ -175,22 +237,51 @@ def flag_value(argv: list[str], name: str, default: str | None = None) -> str | 
   return next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")), default)
 
 
-def run_in_groups(cwd: Path, jobs: list[tuple[list[str], dict[str, str]]]) -> None:
-  """Runs the commands two at a time (they spend most of their time compiling), those that share an output
-  (or, without one, a workdir: one writer) one after another; each must succeed."""
+def writes_to(argv: list[str]) -> str:
+  """Where a command writes: its output, or, without one, its workdir."""
+  return flag_value(argv, "out", flag_value(argv, "workdir", repr(argv)))
+
+
+def is_sweep(argv: list[str]) -> bool:
+  return any(a.startswith("--config=configs/sweep.py") for a in argv)
+
+
+def run_in_groups(cwd: Path, jobs: list[tuple[list[str], dict[str, str]]], key=writes_to, zygotes=False) -> None:
+  """Runs the commands two at a time (they spend most of their time compiling), those of one ``key`` (by
+  default: those that write to one place, one writer) one after another, in order; each must succeed.
+  ``zygotes``: each module's first command in a Python of its own (as a user's would start), the others in
+  children of a Zygote."""
   groups: dict[str, list] = {}
   for argv, env in jobs:
-    key = flag_value(argv, "out", flag_value(argv, "workdir", repr(argv)))
-    if (argv, env) not in groups.setdefault(key, []):
-      groups[key].append((argv, env))
+    group = groups.setdefault(key(argv), [])
+    if (argv, env) not in group:
+      group.append((argv, env))
+  free, started = queue.Queue(), set()
+  for _ in range(2 if zygotes else 0):
+    free.put(Zygote(cwd))
+
+  def run(argv, env):
+    first = argv[0] not in started
+    started.add(argv[0])
+    if first or not zygotes:
+      return run_here(cwd, argv, env)
+    zygote = free.get()  # two threads, two zygotes: one is free
+    try:
+      return zygote.run(cwd, argv, env)
+    finally:
+      free.put(zygote)
 
   def run_group(group):
-    return [(argv, run_here(cwd, argv, env)) for argv, env in group]
+    return [(argv, run(argv, env)) for argv, env in group]
 
   longest_first = sorted(groups.values(), key=len, reverse=True)  # so that the two end together
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    for argv, result in (item for group in pool.map(run_group, longest_first) for item in group):
-      assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
+  try:
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+      for argv, result in (item for group in pool.map(run_group, longest_first) for item in group):
+        assert result.returncode == 0, f"{argv}:\n{result.stderr[-3000:]}"
+  finally:
+    while not free.empty():
+      free.get().close()
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +306,11 @@ def workspace(real_data_dir, tmp_path_factory) -> Path:
     twins.setdefault(key, []).append(flag_value(argv, "workdir"))
     if len(twins[key]) == 1:
       jobs.append((argv, env))
-  jobs.sort(key=lambda job: not any(a.startswith("--config=configs/sweep.py") for a in job[0]))  # the long ones first
-  run_in_groups(cwd, jobs)
+  # The sweeps (the smoke sweep, on Ray, with two seeds) one after another, the README's first, beside the single
+  # runs: they build the same programs, which the later ones load from the session's compilation cache (side by
+  # side, each compiled them all: ~25 s of CPU, the Ray one's ~2.5x slower).
+  jobs.sort(key=lambda job: not is_sweep(job[0]))  # the long ones first
+  run_in_groups(cwd, jobs, key=lambda argv: "sweeps" if is_sweep(argv) else writes_to(argv))
   for first, *copies in twins.values():
     for copy in dict.fromkeys(copies):  # the same command in two docs: one copy
       if copy != first:
@@ -226,7 +320,7 @@ def workspace(real_data_dir, tmp_path_factory) -> Path:
     shutil.copytree(cwd / "runs" / "smoke", cwd / "runs" / name, dirs_exist_ok=True)
   for recorded in ("experiments/fashion_mnist_sweet_spot", "experiments/inference"):  # the replays of pruning read
     shutil.copytree(REPO / recorded, cwd / recorded, dirs_exist_ok=True)  # the recorded grid; predict, the pictures
-  run_in_groups(cwd, others)
+  run_in_groups(cwd, others, zygotes=True)  # tools: ~40 commands, a second or two each, most of it start-up
   return cwd
 
 

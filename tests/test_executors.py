@@ -6,6 +6,7 @@ its own (RAY_AUTH_TOKEN, so nothing is written under the user's home), and is st
 processes that have that directory open: nothing else on the machine is touched.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -111,8 +112,8 @@ def get_config():
 """
 
 
-@pytest.fixture
-def ray_env(tmp_path):
+@contextlib.contextmanager
+def own_ray_env():
   """A short temporary directory for Ray's sockets and logs, a fresh token, and at the end every
   process that has the directory open killed (Ray's, and only those)."""
   temp = tempfile.mkdtemp(prefix="cr", dir="/tmp")  # short: Ray's unix sockets live in it
@@ -126,9 +127,33 @@ def ray_env(tmp_path):
     "RAY_USAGE_STATS_ENABLED": "0",
   }
   env.pop("RAY_ADDRESS", None)
-  yield env, temp
-  _kill_processes_using(temp)
-  shutil.rmtree(temp, ignore_errors=True)
+  try:
+    yield env, temp
+  finally:
+    _kill_processes_using(temp)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_env():
+  """A Ray environment of the test's own (own_ray_env): for a test that starts a local Ray, or kills one's workers."""
+  with own_ray_env() as found:
+    yield found
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+  """One `ray start --head` cluster on 127.0.0.1 (2 CPUs) in a Ray environment of its own, for the tests that need
+  *a* cluster and kill none of its processes (a driver is the test's): (env, address). Started once for them,
+  not a local Ray each."""
+  with own_ray_env() as (env, temp):
+    port = free_port()
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    start = [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+             "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
+    started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr[-3000:]
+    yield env, f"127.0.0.1:{port}"
 
 
 def _kill_processes_using(directory: str) -> None:
@@ -274,15 +299,9 @@ def test_the_local_executor_needs_no_ray(idx_dir, tmp_path):
 
 @pytest.mark.ray
 @needs_ray
-def test_a_ray_start_cluster_runs_the_sweep_and_a_killed_driver_resumes(idx_dir, tmp_path, ray_env):
-  env, temp = ray_env
-  port = free_port()
-  ray_cli = str(Path(sys.executable).with_name("ray"))
-  start = [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-           "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
-  started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
-  assert started.returncode == 0, started.stderr[-3000:]
-  address = f"--config.sweep.executor.ray_address=127.0.0.1:{port}"
+def test_a_ray_start_cluster_runs_the_sweep_and_a_killed_driver_resumes(idx_dir, tmp_path, ray_cluster):
+  env, cluster = ray_cluster
+  address = f"--config.sweep.executor.ray_address={cluster}"
   config_path = _config_file(tmp_path, idx_dir, epochs=4)
   workdir = tmp_path / "sweep"
 
@@ -341,8 +360,8 @@ def test_a_worker_that_does_not_see_the_drivers_workdir_stops_the_sweep_with_one
 
 @pytest.mark.ray
 @needs_ray
-def test_a_pruned_sweep_runs_on_ray_rung_by_rung(idx_dir, tmp_path, ray_env):
-  env, _ = ray_env
+def test_a_pruned_sweep_runs_on_ray_rung_by_rung(idx_dir, tmp_path, ray_cluster):
+  env, cluster = ray_cluster
   config_path = tmp_path / "pruned.py"
   config_path.write_text(
     SWEEP_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir), epochs=3).replace(
@@ -351,7 +370,8 @@ def test_a_pruned_sweep_runs_on_ray_rung_by_rung(idx_dir, tmp_path, ray_env):
       '"sweep.prune.keep_leaders": False, "sweep.axes.features": ((4, 4), (8, 8))}',
     )
   )
-  _sweep(env, config_path, tmp_path / "ray", "--config.sweep.executor.name=ray")
+  _sweep(env, config_path, tmp_path / "ray", "--config.sweep.executor.name=ray",
+         f"--config.sweep.executor.ray_address={cluster}")  # fmt: skip
   results = _results(tmp_path / "ray")
   assert len((tmp_path / "ray" / "results.jsonl").read_text().splitlines()) == len(results) == 2
   [pruned] = [r for r in results.values() if r["status"] == "pruned"]  # the slower, at the rung
@@ -365,10 +385,10 @@ def test_a_pruned_sweep_runs_on_ray_rung_by_rung(idx_dir, tmp_path, ray_env):
 
 @pytest.mark.ray
 @needs_ray
-def test_a_race_runs_on_ray_and_its_records_decide_it_again_anywhere(idx_dir, tmp_path, ray_env):
+def test_a_race_runs_on_ray_and_its_records_decide_it_again_anywhere(idx_dir, tmp_path, ray_cluster):
   """Racing (a rung, seeds added until 99.9% sure) on Ray; the same command on the local executor then works
   every decision out again from the records and trains nothing."""
-  env, _ = ray_env
+  env, cluster = ray_cluster
   config_path = tmp_path / "race.py"
   config_path.write_text(
     SWEEP_CONFIG.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(idx_dir), epochs=3).replace(
@@ -378,7 +398,9 @@ def test_a_race_runs_on_ray_and_its_records_decide_it_again_anywhere(idx_dir, tm
     )
   )
   workdir = tmp_path / "ray"
-  _sweep(env, config_path, workdir, "--config.sweep.executor.name=ray")
+  _sweep(
+    env, config_path, workdir, "--config.sweep.executor.name=ray", f"--config.sweep.executor.ray_address={cluster}"
+  )
   lines = files.read_jsonl(workdir / "results.jsonl")
   results = _results(workdir)
   assert len(lines) == len(results) >= 4 and {r["executor"] for r in lines} == {"ray"}  # every trial once
