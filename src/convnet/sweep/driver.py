@@ -180,7 +180,9 @@ class Driver:
                *((recorded,) if recorded < len(self.trials) else ()), len(self.trials), self.store.results_path)  # fmt: skip
       return self._report()
     self.flatten = {t.name: flatten for t, flatten, _ in work}
-    log.info("%d of %d trials to run (%s executor%s, %s)", len(work), len(self.trials), self.executor_name,
+    racing = strategies.method(self.sweep.get("prune") or {}) == "race"  # trains only the pool seeds it needs
+    log.info("%d of %d trials %s (%s executor%s, %s)", len(work), len(self.trials),
+             "may run" if racing else "to run", self.executor_name,
              ", seeds together" if self.sweep.get("seeds_together") else "", self.strategy.describe())  # fmt: skip
 
     board = self._board({t.name for t, _, _ in work})
