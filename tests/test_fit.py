@@ -55,16 +55,13 @@ def sweep_args(workdir, idx_dir, together):
           "--config.dataset.validation_size=60", "--config.sweep.prune.method=None", "--config.inference.seconds=0"]  # fmt: skip
 
 
-@pytest.mark.slow
-def test_ctrl_c_in_a_side_by_side_sweep_stops_every_trial_at_a_safe_point_and_resumes(idx_dir, tmp_path):
-  """Two trials training at once, each on its own (forced CPU) device: one Ctrl-C ends both, with one line."""
-  args = [*sweep_args(tmp_path, idx_dir, False), "--config.sweep.executor.side_by_side=2", "--config.num_devices=1"]
-  env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+def interrupted(args, env, metrics) -> str:
+  """Starts ``python -m *args``, sends Ctrl-C once every file of ``metrics`` has two epochs recorded, and returns
+  the one error line it ends with (exit status 130, no traceback)."""
   process = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-  trials = [tmp_path / "trials" / f"features=4-4,kernel_size=3,seed={seed}" for seed in (0, 1)]
   deadline = time.time() + 240
-  while time.time() < deadline and min(len(files.read_jsonl(t / "metrics.jsonl")) for t in trials) < 2:
+  while time.time() < deadline and min(len(files.read_jsonl(m)) for m in metrics) < 2:
     assert process.poll() is None, process.stderr.read()
     time.sleep(0.02)
   process.send_signal(signal.SIGINT)
@@ -73,6 +70,16 @@ def test_ctrl_c_in_a_side_by_side_sweep_stops_every_trial_at_a_safe_point_and_re
   lines = [line for line in stderr.splitlines() if line.startswith("error:") or "Traceback" in line]
   assert len(lines) == 1 and lines[0].startswith("error: interrupted"), stderr
   assert lines[0].endswith("re-run the same command to resume")
+  return lines[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_side_by_side_sweep_stops_every_trial_at_a_safe_point_and_resumes(idx_dir, tmp_path):
+  """Two trials training at once, each on its own (forced CPU) device: one Ctrl-C ends both, with one line."""
+  args = [*sweep_args(tmp_path, idx_dir, False), "--config.sweep.executor.side_by_side=2", "--config.num_devices=1"]
+  env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  trials = [tmp_path / "trials" / f"features=4-4,kernel_size=3,seed={seed}" for seed in (0, 1)]
+  interrupted(args, env, [t / "metrics.jsonl" for t in trials])
   for trial in trials:  # each stopped after a whole epoch: its records are contiguous, none of them torn
     epochs = [m["epoch"] for m in files.read_jsonl(trial / "metrics.jsonl")]
     assert 2 <= len(epochs) < 12 and epochs == list(range(1, len(epochs) + 1))
@@ -90,20 +97,10 @@ def test_ctrl_c_in_a_side_by_side_sweep_stops_every_trial_at_a_safe_point_and_re
 def test_ctrl_c_in_a_sweep_stops_at_a_safe_point_with_one_line_and_resumes(idx_dir, tmp_path, together):
   args = sweep_args(tmp_path, idx_dir, together)
   env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-  process = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
   metrics = tmp_path / "trials" / "features=4-4,kernel_size=3,seed=0" / "metrics.jsonl"
-  deadline = time.time() + 240
-  while time.time() < deadline and len(files.read_jsonl(metrics)) < 2:
-    assert process.poll() is None, process.stderr.read()
-    time.sleep(0.02)
-  process.send_signal(signal.SIGINT)
-  _, stderr = process.communicate(timeout=120)
-  assert process.returncode == 130, stderr
-  lines = [line for line in stderr.splitlines() if line.startswith("error:") or "Traceback" in line]
-  assert len(lines) == 1 and lines[0].startswith("error: interrupted after epoch "), stderr
-  assert lines[0].endswith("re-run the same command to resume")
-  stopped_at = int(lines[0].split("interrupted after epoch ")[1].split()[0])
+  line = interrupted(args, env, [metrics])
+  assert line.startswith("error: interrupted after epoch "), line
+  stopped_at = int(line.split("interrupted after epoch ")[1].split()[0])
   assert stopped_at >= 1 and [m["epoch"] for m in files.read_jsonl(metrics)] == list(range(1, stopped_at + 1))
   rerun = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr

@@ -6,7 +6,7 @@ axes) is represented by its configuration with the best mean accuracy on the dec
 (validation), and the front and the sweet spot are built from those.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from convnet.results import analysis, speeds
@@ -30,12 +30,20 @@ def tune(
     r.name: tuple(sorted((k, repr(v)) for k, v in r.overrides.items() if not any(is_axis(k, a) for a in tuned)))
     for r in rows
   }  # each configuration's architecture: the configuration without its tuned axes
-  best: dict[tuple, analysis.ConfigResult] = {}
+  return best_per(rows, lambda r: keys[r.name])
+
+
+def best_per(
+  rows: Sequence[analysis.ConfigResult], key: Callable[[analysis.ConfigResult], Any]
+) -> tuple[list[analysis.ConfigResult], dict[str, str]]:
+  """Per ``key`` (an architecture), the row with the best mean accuracy (the first of equals), in the rows'
+  order; and every other row's name -> the name of the one chosen over it."""
+  best: dict[Any, analysis.ConfigResult] = {}
   for r in rows:
-    if keys[r.name] not in best or r.accuracy_mean > best[keys[r.name]].accuracy_mean:
-      best[keys[r.name]] = r
+    if key(r) not in best or r.accuracy_mean > best[key(r)].accuracy_mean:
+      best[key(r)] = r
   chosen = {id(r) for r in best.values()}
-  return [r for r in rows if id(r) in chosen], {r.name: best[keys[r.name]].name for r in rows if id(r) not in chosen}
+  return [r for r in rows if id(r) in chosen], {r.name: best[key(r)].name for r in rows if id(r) not in chosen}
 
 
 def decided_rows(results: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> list[analysis.ConfigResult]:

@@ -106,6 +106,10 @@ def evaluate(
     )
 
   full_volume = covered(r.name for r in analysis.pareto_front(everything))
+
+  def front_share(rows) -> float:
+    return covered(r.name for r in analysis.pareto_front(rows)) / full_volume if full_volume else 1.0
+
   rng = np.random.default_rng(seed)
   named = wrong = undecided = 0
   epochs, seconds, baseline, volumes, grid_volumes, answers = [], [], [], [], [], []
@@ -129,9 +133,8 @@ def evaluate(
     first.apply(Step(train={t: reference.num_epochs for ts in first.configurations.values()
                                    for t in ts[:baseline_seeds]}))  # fmt: skip
     baseline.append(first.train_seconds())
-    volumes.append(covered(r.name for r in analysis.pareto_front(rows)) / full_volume if full_volume else 1.0)
-    grid_rows = analysis.aggregate(first.completed_records(reference.records))
-    grid_volumes.append(covered(r.name for r in analysis.pareto_front(grid_rows)) / full_volume if full_volume else 1.0)
+    volumes.append(front_share(rows))
+    grid_volumes.append(front_share(analysis.aggregate(first.completed_records(reference.records))))
   return Evaluation(truth, orders, named, wrong, undecided, epochs,
                     reference.num_epochs * baseline_seeds * len(reference.configurations), seconds, baseline,
                     volumes, grid_volumes, answers, pool or max(map(len, reference.configurations.values())))  # fmt: skip

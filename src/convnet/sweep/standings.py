@@ -16,7 +16,7 @@ import statistics
 
 import numpy as np
 
-from convnet.results import analysis, confidence, volume
+from convnet.results import analysis, confidence, tuning, volume
 
 
 def row(name: str, figures: Sequence[tuple[float, float]], num_classes: int = 0) -> analysis.ConfigResult:
@@ -60,26 +60,20 @@ def weigh(race, figures: tuple, num_classes: int, named: tuple) -> Chances:
 def _tuned(rows: Sequence[analysis.ConfigResult], architectures: Mapping[str, str]):
   """(each architecture's best row on the means, the others -> that best's name, best -> its architecture's
   configurations); every row its own architecture where ``architectures`` does not say."""
-  best: dict[str, analysis.ConfigResult] = {}
-  for r in rows:
-    key = architectures.get(r.name, r.name)
-    if key not in best or r.accuracy_mean > best[key].accuracy_mean:
-      best[key] = r
-  chosen = {id(r) for r in best.values()}
-  top = {r.name: best[architectures.get(r.name, r.name)].name for r in rows}
+  chosen, beats = tuning.best_per(rows, lambda r: architectures.get(r.name, r.name))
   members: dict[str, list[str]] = {}
   for r in rows:
-    members.setdefault(top[r.name], []).append(r.name)
-  return [r for r in rows if id(r) in chosen], {n: b for n, b in top.items() if n != b}, members
+    members.setdefault(beats.get(r.name, r.name), []).append(r.name)
+  return chosen, beats, members
 
 
 def _weigh(race, figures: Mapping[str, Sequence[tuple[float, float]]], num_classes: int, named) -> Chances:
   every = [row(name, f, num_classes) for name, f in figures.items()]
-  rows = [r for r in every if not r.at_chance]
+  everyone = [r for r in every if not r.at_chance]
   means = {r.name: (r.accuracy_mean, r.seconds_mean) for r in every}
-  if not rows:
+  if not everyone:
     return Chances({r.name: 0.0 for r in every}, {r.name: 0.0 for r in every}, None, means)
-  rows, beats, members = _tuned(rows, dict(named))
+  rows, beats, members = _tuned(everyone, dict(named))
   pick = analysis.sweet_spot(rows, race.rule, race.tolerance, race.per_doubling)[0].name
   drawn = confidence.draws(rows)
   chance = {r.name: 0.0 for r in every if r.at_chance}
@@ -88,7 +82,6 @@ def _weigh(race, figures: Mapping[str, Sequence[tuple[float, float]]], num_class
     fair = {r.name: 1.0 for r in rows} | {name: 0.0 for name in beats} | chance
     return Chances(fair, dict(fair), pick, means, beats=beats)
   if beats:  # each against its architecture's best, in draws over every configuration
-    everyone = [r for r in every if not r.at_chance]
     column = {r.name: i for i, r in enumerate(everyone)}
     tried = confidence.draws(everyone)[0]
     beats = {
