@@ -9,8 +9,8 @@ added; a command whose config equals one's already run, only its --workdir diffe
 that run); the other sweeps and the benchmark only parse here (the full grid takes an hour; the
 benchmark runs in test_benchmark.py). A tool's first command starts a Python of its own, its others start
 in children forked from a Python that has imported the libraries they use (a Zygote): most of a tool's
-second is that start-up.
-Last, the README's Python block runs as written. The docs' links lead to files and headings that exist.
+second is that start-up. Last, the README's Python block runs as written. The docs' links lead to files
+and headings that exist.
 """
 
 import concurrent.futures

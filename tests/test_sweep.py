@@ -219,10 +219,11 @@ def test_a_pruned_sweep_resumes_after_kill_9_and_never_trains_a_pruned_trial_aga
   assert f"| {pruned['name'].removesuffix(',seed=0')} | 20 | 1 |" in report_text
   assert (workdir / "jax_cache").is_dir()  # the programs were cached for the rungs and the resume
 
-  # The same command again changes nothing; without pruning, the pruned trial trains on to epoch 40.
-  assert start_sweep(config_path, workdir).wait(timeout=300) == 0
+  # The same command again changes nothing; without pruning, the pruned trial trains on to epoch 40 (both with
+  # the sweep's own cache, which holds its programs: the suite's need not, ~5 s of CPU to compile them again).
+  assert start_sweep(config_path, workdir, own_cache=True).wait(timeout=300) == 0
   assert len(files.read_jsonl(workdir / "results.jsonl")) == 2
-  full = start_sweep(config_path, workdir, "--config.sweep.prune.method=None")
+  full = start_sweep(config_path, workdir, "--config.sweep.prune.method=None", own_cache=True)
   assert full.wait(timeout=300) == 0, full.stderr.read()
   final = {r["name"]: r for r in files.read_jsonl(workdir / "results.jsonl")}  # the later line wins
   assert final[pruned["name"]]["status"] == "completed" and final[pruned["name"]]["epoch"] == 40
