@@ -47,6 +47,9 @@ def test_the_device_check_runs_every_step_on_the_cpu(idx_dir, tmp_path):
   assert [runs[f"deterministic={flag} run 1"]["recorded"] for flag in (False, True)] == [False, True]
   assert figures["determinism"]["bit_identical_across_processes"]["deterministic=True"] is True
   assert figures["environment"]["backend"] == "cpu"
+  layouts = figures["optimizer_layouts"]  # the same training, per parameter array and over one flat vector
+  per_array, flat = (layouts[name] for name in ("per array (optax.adam)", "flat (optax.flatten(optax.adam))"))
+  assert flat["loss"] == pytest.approx(per_array["loss"], rel=1e-4) and flat["median"] > 0 < per_array["median"]
   for dtype in ("float32", "bfloat16"):
     assert figures["inference"][dtype]["latency_ms"] > 0 and figures["inference"][dtype]["throughput_batch"] == 1024
   assert (out / "sweep_report.md").exists() and json.loads((out / "sweep_answer.json").read_text())

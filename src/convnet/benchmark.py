@@ -16,8 +16,9 @@ of the same with its first layer unfused (``model.fuse_max_channels=0``, the abl
 ``ops.conv_relu_pool``), and of plain Flax layers (``nn.Conv``/``nn.max_pool``) with one jit per step,
 alternating.
 
-XLA mode (``--mode=xla``): the three XLA:CPU slow paths that ``convnet.ops`` and ``convnet.runtime``
-avoid, each timed at the seed network's shapes against what convnet does instead.
+XLA mode (``--mode=xla``, ``convnet.xla_paths``): the three XLA:CPU slow paths that ``convnet.ops`` and
+``convnet.runtime`` avoid, each timed at the seed network's shapes against what convnet does instead, and
+Adam per parameter array against Adam over one flat vector (epochs of ``--steps`` steps).
 """
 
 import statistics
@@ -26,7 +27,7 @@ from typing import Any
 
 from absl import flags
 
-from convnet import cli, configuration, input_pipeline, models, ops, peers, programs, runtime, steps
+from convnet import cli, configuration, input_pipeline, models, peers, programs, steps, xla_paths
 from convnet.rundir import provenance
 from convnet.sweep import trials
 
@@ -41,7 +42,7 @@ def define_flags(values: flags.FlagValues) -> None:
   flags.DEFINE_list("impls", list(peers.IMPLEMENTATIONS), "Implementations to compare (peers mode).", **define)
   flags.DEFINE_integer("batch_size", 32, "Batch size.", **define)
   flags.DEFINE_integer("num_train_examples", 0, "Limit the train set (0 = all 60,000).", **define)
-  flags.DEFINE_integer("steps", 200, "Timed steps per configuration and repeat (grid mode).", **define)
+  flags.DEFINE_integer("steps", 200, "Timed steps per configuration and repeat (grid); per epoch (xla mode).", **define)
   flags.DEFINE_string("grid", "configs/sweep.py", "The sweep config whose grid is timed (grid mode).", **define)
   flags.DEFINE_integer("repeats", 3, "Alternating repeats per configuration (grid mode).", **define)
   flags.DEFINE_string("data_dir", None, "IDX directory (default: configs/default.py's).", **define)
@@ -156,104 +157,6 @@ def _grid_variants(backend: str) -> dict[str, dict[str, Any]]:
   return {"convnet": {}, "fast ops": {"ops": "fast"}}
 
 
-def _median_ms(fn, *args, repeats: int = 15) -> float:
-  import jax
-
-  jax.block_until_ready(fn(*args))  # compile and warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append((time.perf_counter() - start) * 1e3)
-  return statistics.median(times)
-
-
-def _lax_conv(x, kernel):
-  from jax import lax
-
-  return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def _flag_ms(use_flag: bool, connection) -> None:
-  """In a fresh process, with or without the XLA:CPU flag: ms for the seed's second conv (forward and
-  both gradients, one jit) and ms per step of the seed network's scanned training program."""
-  import os
-
-  import numpy as np
-
-  kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in runtime.CPU_FLAGS]
-  os.environ["XLA_FLAGS"] = " ".join(kept + (list(runtime.CPU_FLAGS) if use_flag else []))
-  import jax
-
-  x, kernel = (
-    jax.random.normal(jax.random.PRNGKey(0), (32, 13, 13, 64)),
-    jax.random.normal(jax.random.PRNGKey(1), (3, 3, 64, 64)),
-  )
-  conv_ms = _median_ms(jax.jit(jax.grad(lambda x, k: _lax_conv(x, k).sum(), argnums=(0, 1))), x, kernel)
-  rng = np.random.default_rng(0)  # random images: the step's speed does not depend on the pixels
-  images, labels = rng.integers(0, 256, (6400, 28, 28, 1), np.uint8), rng.integers(0, 10, 6400).astype(np.int32)
-  data = input_pipeline.Dataset(images, labels, images[:500], labels[:500], tuple("0123456789"), "random")
-  config = {**configuration.load_config("configs/default.py").to_dict(), "steps_per_call": 200}
-  state = steps.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
-  program = programs.EpochProgram(state, data, config, jax.random.PRNGKey(1))
-  times = []
-  for epoch in range(1, 5):
-    start = time.perf_counter()
-    state, _ = program.train_epoch(state, epoch)
-    times.append((time.perf_counter() - start) / program.num_steps * 1e3)
-  connection.send((conv_ms, statistics.median(times)))
-
-
-def run_xla_paths() -> None:
-  """Times the three XLA:CPU slow paths that convnet.ops and convnet.runtime avoid, at the seed's shapes."""
-  import multiprocessing
-
-  import flax.linen as nn
-  import jax
-  from jax import lax
-
-  key = jax.random.PRNGKey(0)
-  maps = jax.random.normal(key, (32, 26, 26, 64))  # the seed's first conv output at batch 32
-  pool = {
-    "reduce_window (nn.max_pool)": lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)).sum(),
-    "reshape-max (ops.max_pool)": lambda x: ops.max_pool(x, 2).sum(),
-  }
-  pool_ms = {name: _median_ms(jax.jit(jax.grad(fn)), maps) for name, fn in pool.items()}
-  print("max pool 2x2 gradient, (32, 26, 26, 64): " + ", ".join(f"{n} {t:.2f} ms" for n, t in pool_ms.items()))
-
-  context = multiprocessing.get_context("spawn")
-  flag_ms = {}
-  for use_flag in (False, True):
-    parent, child = context.Pipe()
-    process = context.Process(target=_flag_ms, args=(use_flag, child))
-    process.start()
-    flag_ms[use_flag] = parent.recv()
-    process.join()
-  flag = " ".join(runtime.CPU_FLAGS)
-  print(f"conv 3x3 forward + gradients, (32, 13, 13, 64) x (3, 3, 64, 64), one jit: without the flag (YNNPACK) "
-        f"{flag_ms[False][0]:.2f} ms, with {flag} (Eigen) {flag_ms[True][0]:.2f} ms")  # fmt: skip
-  print(f"the seed network's scanned train step (batch 32): without the flag {flag_ms[False][1]:.2f} ms/step, "
-        f"with it {flag_ms[True][1]:.2f} ms/step")  # fmt: skip
-
-  x, kernel = jax.random.normal(key, (32, 13, 13, 64)), jax.random.normal(key, (3, 3, 64, 64))
-  convs = {"autodiff of lax.conv": _lax_conv, "ops.conv2d": ops.conv2d}
-  steps = 5
-  scan_ms = {}
-  for name, conv in convs.items():
-    grad = jax.grad(lambda x, k, conv=conv: conv(x, k).sum(), argnums=(0, 1))
-
-    def body(carry, _, grad=grad):
-      grad_x, grad_k = grad(x + carry, kernel)
-      return carry + 1e-6 * (grad_x.mean() + grad_k.mean()), None
-
-    scanned = jax.jit(lambda body=body: lax.scan(body, 0.0, None, length=steps)[0])
-    scan_ms[name] = _median_ms(scanned, repeats=5) / steps
-  print(
-    f"the same conv's gradients inside a lax.scan ({steps} steps): "
-    + ", ".join(f"{n} {t:.2f} ms/step" for n, t in scan_ms.items())
-  )
-
-
 def main(values: flags.FlagValues) -> None:
   environment = provenance.environment()
   code = provenance.code_label(provenance.code_record())
@@ -262,7 +165,7 @@ def main(values: flags.FlagValues) -> None:
     run_grid(values.steps, values.repeats, values.batch_size, values.data_dir, values.grid)
     return
   if values.mode == "xla":
-    run_xla_paths()
+    xla_paths.run(input_pipeline.get_datasets(_data_config(values.data_dir, 0)), values.steps)
     return
   if values.epochs < 1:
     cli.fail(f"--epochs={values.epochs} is not allowed; use >= 1 (>= 2 for a steady figure)")

@@ -9,7 +9,8 @@ per part, and a table is printed last. Epoch times are medians of the epochs aft
 
 Parts: the seed network at batch 32 (the whole epoch one scanned, compiled call; float32 and TF32), at
 batch 1024 in bfloat16, 8 seeds and 8 learning rates trained together against one, a synchronous checkpoint save (what it
-costs beside an epoch), the seed network's inference (batch-1 latency and throughput at batch 1024, float32
+costs beside an epoch), Adam per parameter array against Adam over one flat vector (``convnet.xla_paths``),
+the seed network's inference (batch-1 latency and throughput at batch 1024, float32
 and bfloat16), the PyTorch peer on the same device (plain float32
 channels-last and bfloat16 autocast), and the default sweep end to end (run.sh runs it; the
 figures read its records). ``--quick`` (the CPU dry run in tests/test_gpu_check.py, on its small
@@ -33,7 +34,7 @@ runtime.configure_xla()  # the platform as installed, preallocation off, before 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from convnet import configuration, devices, input_pipeline, peers, programs, steps  # noqa: E402
+from convnet import configuration, devices, input_pipeline, peers, programs, steps, xla_paths  # noqa: E402
 from convnet.rundir import provenance  # noqa: E402
 
 
@@ -150,6 +151,9 @@ def main() -> int:
     return {"save_seconds": seconds, "median_save_seconds": statistics.median(seconds[1:])}
 
   part("checkpoint_save", checkpoint_saves)
+  # Adam per parameter array (convnet's) against one update over a flat vector: slower on XLA:CPU; here?
+  layout_steps, layout_repeats = (20, 2) if args.quick else (400, 5)
+  part("optimizer_layouts", lambda: xla_paths.optimizer_layouts(data, layout_steps, layout_repeats))
 
   def inference_speed():  # the seed network's batch-1 latency and throughput here, float32 and bfloat16 at batch 1024
     from convnet import inference, models

@@ -117,7 +117,9 @@ def draws(rows: Sequence[analysis.ConfigResult], count: int = DRAWS, seed: int =
     return np.array(means) + sigma[:, None] / np.sqrt(n) * rng.standard_normal((count, len(rows)))[:, by_name]
 
   accuracy = drawn([statistics.fmean(r.accuracies) for r in rows], accuracy_std)
-  return accuracy, np.exp2(drawn([statistics.fmean(t) for t in times], time_std))
+  log_seconds = drawn([statistics.fmean(t) for t in times], time_std)
+  # With few degrees of freedom a draw's spread can be enormous: kept finite (2**1000 s), never inf.
+  return accuracy, np.exp2(np.clip(log_seconds, -1000.0, 1000.0))
 
 
 def on_front(accuracy: np.ndarray, seconds: np.ndarray, speed_margin: float = 0.0) -> np.ndarray:
