@@ -44,4 +44,3 @@ def test_grid_mode_times_each_configuration_of_a_grid(idx_dir, tmp_path):
   rows = [line for line in result.stdout.splitlines() if line.startswith("features=")]
   assert [row.split()[0] for row in rows] == ["features=8-8,kernel_size=3", "features=16-16,kernel_size=3"]
   assert all("convnet" in row and "unfused first layer" in row and "flax layers" in row for row in rows)
-
