@@ -30,7 +30,8 @@ from convnet import configuration, input_pipeline, ops, programs, runtime, steps
 
 
 def _random_data(count: int) -> input_pipeline.Dataset:
-  """Random Fashion-MNIST-shaped images: a step's speed does not depend on the pixels."""
+  """Random Fashion-MNIST-shaped images, for the convolutions' timings (their speed does not depend on the
+  pixels; the flat optimizer update's slow epochs showed on real data only, so that one reads real data)."""
   rng = np.random.default_rng(0)
   images, labels = rng.integers(0, 256, (count, 28, 28, 1), np.uint8), rng.integers(0, 10, count).astype(np.int32)
   return input_pipeline.Dataset(images, labels, images[:500], labels[:500], tuple("0123456789"), "random")
