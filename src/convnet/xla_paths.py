@@ -41,6 +41,23 @@ def _seed_config(steps_per_call: int) -> dict[str, Any]:
   return {**configuration.load_config("configs/default.py").to_dict(), "steps_per_call": steps_per_call}
 
 
+def _seed_program(data: input_pipeline.Dataset, steps_per_call: int, layout=lambda tx: tx):
+  """The seed network's compiled epoch program over ``data`` and its fresh state, the optimizer wrapped
+  by ``layout`` (see :data:`LAYOUTS`)."""
+  config = _seed_config(steps_per_call)
+  state = steps.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
+  tx = layout(state.tx)
+  state = state.replace(tx=tx, opt_state=tx.init(state.params))
+  return programs.EpochProgram(state, data, config, jax.random.PRNGKey(1)), state
+
+
+def _timed_epoch(program: programs.EpochProgram, state: steps.TrainState, epoch: int):
+  """One epoch: the new state, its metrics and its ms per step (the metrics are read: the epoch has finished)."""
+  start = time.perf_counter()
+  state, metrics = program.train_epoch(state, epoch)
+  return state, metrics, (time.perf_counter() - start) / program.num_steps * 1e3
+
+
 def _median_ms(fn, *args, repeats: int = 15) -> float:
   jax.block_until_ready(fn(*args))  # compile and warm up
   times = []
@@ -66,14 +83,11 @@ def _flag_ms(use_flag: bool, timed_steps: int, connection) -> None:
     jax.random.normal(jax.random.PRNGKey(1), (3, 3, 64, 64)),
   )
   conv_ms = _median_ms(jax.jit(jax.grad(lambda x, k: _lax_conv(x, k).sum(), argnums=(0, 1))), x, kernel)
-  data, config = _random_data(timed_steps * 32), _seed_config(timed_steps)
-  state = steps.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
-  program = programs.EpochProgram(state, data, config, jax.random.PRNGKey(1))
+  program, state = _seed_program(_random_data(timed_steps * 32), timed_steps)
   times = []
   for epoch in range(1, 5):
-    start = time.perf_counter()
-    state, _ = program.train_epoch(state, epoch)
-    times.append((time.perf_counter() - start) / program.num_steps * 1e3)
+    state, _, ms = _timed_epoch(program, state, epoch)
+    times.append(ms)
   connection.send((conv_ms, statistics.median(times)))
 
 
@@ -134,22 +148,13 @@ def optimizer_layouts(data: input_pipeline.Dataset, timed_steps: int, repeats: i
   count = min(timed_steps * 32, len(data.train_labels))
   data = input_pipeline.Dataset(data.train_images[:count], data.train_labels[:count], data.test_images[:500],
                                 data.test_labels[:500], data.class_names, data.source)  # fmt: skip
-  config = _seed_config(timed_steps)
-  programs_by_layout = {}
-  for name, layout in LAYOUTS.items():
-    state = steps.create_train_state(jax.random.PRNGKey(0), config, data.image_shape, data.num_classes)
-    tx = layout(state.tx)
-    state = state.replace(tx=tx, opt_state=tx.init(state.params))
-    programs_by_layout[name] = [programs.EpochProgram(state, data, config, jax.random.PRNGKey(1)), state]
+  programs_by_layout = {name: list(_seed_program(data, timed_steps, layout)) for name, layout in LAYOUTS.items()}
   out = {name: {"ms": [], "loss": []} for name in LAYOUTS}
   for epoch in range(repeats + 1):
     for name, (program, state) in programs_by_layout.items():
-      start = time.perf_counter()
-      state, metrics = program.train_epoch(state, epoch)  # reads the metrics: the epoch has finished
-      seconds = time.perf_counter() - start
-      programs_by_layout[name][1] = state
+      programs_by_layout[name][1], metrics, ms = _timed_epoch(program, state, epoch)
       if epoch:
-        out[name]["ms"].append(seconds / program.num_steps * 1e3)
+        out[name]["ms"].append(ms)
       out[name]["loss"].append(metrics["loss"])
   for figures in out.values():
     figures["median"] = statistics.median(figures["ms"])
@@ -160,8 +165,7 @@ def print_optimizer_layouts(data: input_pipeline.Dataset, timed_steps: int) -> N
   figures = optimizer_layouts(data, timed_steps)
   (per_array, a), (flat, b) = figures.items()
   print(f"Adam in the seed network's scanned train step ({timed_steps} steps of batch 32 per epoch, {data.source}, "
-        f"alternating; "
-        f"ms/step median of {len(a['ms'])} epochs after a warm-up): {per_array} {a['median']:.2f}, {flat} "
+        f"alternating; ms/step median of {len(a['ms'])} epochs after a warm-up): {per_array} {a['median']:.2f}, {flat} "
         f"{b['median']:.2f} ({b['median'] / a['median']:.2f}x); every epoch: "
         f"{', '.join(f'{x:.2f}' for x in a['ms'])} against {', '.join(f'{x:.2f}' for x in b['ms'])}; "
         f"last epoch's training loss {a['loss'][-1]:.5f} against {b['loss'][-1]:.5f}")  # fmt: skip
